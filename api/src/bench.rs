@@ -1,0 +1,174 @@
+//! `control-plane bench ...`: event-store benchmarks whose figures go in docs/benchmarks.md.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aggregates::user::{User, UserCommand};
+
+use crate::app::build_state;
+use crate::cli::BenchCommand;
+use crate::config::Config;
+use crate::store::{CommandBus, CommandContext, EventStore, ExecOptions};
+
+pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::AppendCost { events, no_cache } => {
+            append_cost(config, events, no_cache).await
+        }
+        BenchCommand::ProjectionLag { events, writers } => {
+            projection_lag(config, events, writers).await
+        }
+    }
+}
+
+async fn register(bus: &CommandBus, ctx: &CommandContext) -> anyhow::Result<String> {
+    let id = crate::ids::new_id("usr");
+    let email = format!("bench-{}@bench.invalid", id.to_ascii_lowercase());
+    bus.execute::<User>(
+        &id,
+        UserCommand::Register {
+            user_id: id.clone(),
+            email: email.parse()?,
+            display_name: "bench".into(),
+            password_hash: None,
+            platform_admin: false,
+        },
+        ctx,
+        ExecOptions::default(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(id)
+}
+
+async fn rename(
+    bus: &CommandBus,
+    id: &str,
+    i: u64,
+    ctx: &CommandContext,
+) -> anyhow::Result<crate::store::Outcome<User>> {
+    bus.execute::<User>(
+        id,
+        UserCommand::ChangeDisplayName {
+            display_name: format!("name {i}"),
+        },
+        ctx,
+        ExecOptions::default(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Appends `n` events to one stream; prints the cost of the first and the last 1,000.
+async fn append_cost(config: Config, n: u64, no_cache: bool) -> anyhow::Result<()> {
+    let state = build_state(config).await?;
+    let store = EventStore::new(state.pool.clone(), state.hub.clone());
+    let bus = if no_cache {
+        CommandBus::without_cache(store)
+    } else {
+        CommandBus::new(store)
+    };
+    let ctx = CommandContext::system("bench");
+    // Warm up connections and statements on another stream.
+    let warm = register(&bus, &ctx).await?;
+    for i in 0..200 {
+        rename(&bus, &warm, i, &ctx).await?;
+    }
+    let id = register(&bus, &ctx).await?;
+    let window = 1000.min(n / 2).max(1);
+    let mut marks = Vec::with_capacity(n as usize + 1);
+    let started = Instant::now();
+    marks.push(started);
+    for i in 0..n {
+        rename(&bus, &id, i, &ctx).await?;
+        marks.push(Instant::now());
+    }
+    let total = started.elapsed();
+    let first = marks[window as usize] - marks[0];
+    let last = marks[n as usize] - marks[(n - window) as usize];
+    let ratio = last.as_secs_f64() / first.as_secs_f64();
+    println!(
+        "append-cost: {n} events on one stream ({}), {:.0} events/s overall",
+        if no_cache {
+            "loaded from snapshot + tail every command"
+        } else {
+            "cached aggregate"
+        },
+        n as f64 / total.as_secs_f64()
+    );
+    println!(
+        "first {window}: {:.1} ms ({:.3} ms/event)   last {window}: {:.1} ms ({:.3} ms/event)   ratio last/first: {ratio:.2} ({})",
+        first.as_secs_f64() * 1e3,
+        first.as_secs_f64() * 1e3 / window as f64,
+        last.as_secs_f64() * 1e3,
+        last.as_secs_f64() * 1e3 / window as f64,
+        if ratio <= 1.2 { "within the 1.2x budget" } else { "OVER the 1.2x budget" }
+    );
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// `writers` concurrent writers append `events` in total; for each append, the time until
+/// the identity projector has applied it (append-to-visible lag).
+async fn projection_lag(config: Config, events: u64, writers: u64) -> anyhow::Result<()> {
+    let state = build_state(config).await?;
+    let tasks = state.projectors.spawn();
+    state.projectors.catch_up().await?;
+    let ctx = CommandContext::system("bench");
+    let per_writer = events / writers.max(1);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..writers {
+        let state = state.clone();
+        let ctx = ctx.clone();
+        handles.push(tokio::spawn(async move {
+            let id = register(&state.bus, &ctx).await?;
+            let mut lags = Vec::with_capacity(per_writer as usize);
+            for i in 0..per_writer {
+                let outcome = rename(&state.bus, &id, i, &ctx).await?;
+                let appended = Instant::now();
+                if let Some(commit) = outcome.commit() {
+                    if !state
+                        .hub
+                        .wait_for("User", commit.checkpoint(), Duration::from_secs(10))
+                        .await
+                    {
+                        anyhow::bail!("projection did not catch up within 10 s");
+                    }
+                    lags.push(appended.elapsed());
+                }
+            }
+            anyhow::Ok(lags)
+        }));
+    }
+    let mut lags = Vec::new();
+    for h in handles {
+        lags.extend(h.await??);
+    }
+    let elapsed = started.elapsed();
+    lags.sort();
+    println!(
+        "projection-lag: {} events by {writers} writers in {:.2?} ({:.0} events/s)",
+        lags.len(),
+        elapsed,
+        lags.len() as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "append-to-visible lag: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&lags, 0.50).as_secs_f64() * 1e3,
+        percentile(&lags, 0.99).as_secs_f64() * 1e3,
+        lags.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    for t in tasks {
+        t.abort();
+    }
+    let _ = Arc::strong_count(&state.projectors);
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The `control-plane` command line.
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "control-plane",
+    version,
+    about = "Control plane for AI voice agents"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Applies pending migrations, then serves the HTTP API and runs the background workers
+    /// (projectors, health refresher, summary/sentiment, dialer) in this process.
+    Serve,
+    /// Applies pending migrations and exits.
+    Migrate,
+    /// Read models built from the event log.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Benchmarks of the event store (see docs/benchmarks.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Rebuilds read models from the event log, with progress, and exits.
+    Rebuild {
+        /// Rebuild every projection.
+        #[arg(long)]
+        all: bool,
+        /// Names of the projections to rebuild (see `projections list`).
+        names: Vec<String>,
+    },
+    /// Lists the projections and their checkpoints.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Appends N events to one stream and compares the cost of the first and last 1,000.
+    AppendCost {
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        /// Load the aggregate from the database (snapshot + tail) on every command instead of
+        /// the in-process cache.
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Measures append-to-visible lag of the projectors under concurrent writers.
+    ProjectionLag {
+        #[arg(long, default_value_t = 2_000)]
+        events: u64,
+        #[arg(long, default_value_t = 16)]
+        writers: u64,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve => crate::app::serve(cli.config).await,
+        Command::Migrate => {
+            let pool = crate::app::connect(&cli.config).await?;
+            crate::app::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Projections { command } => projections(cli.config, command).await,
+        Command::Bench { command } => crate::bench::run(cli.config, command).await,
+    }
+}
+
+async fn projections(config: Config, command: ProjectionsCommand) -> anyhow::Result<()> {
+    let pool = crate::app::connect(&config).await?;
+    crate::app::migrate(&pool).await?;
+    let all = crate::app::projections();
+    match command {
+        ProjectionsCommand::List => {
+            for p in &all {
+                let cp: Option<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT last_txid::text, last_position, events_applied FROM projector_checkpoints WHERE name = $1",
+                )
+                .bind(p.name())
+                .fetch_optional(&pool)
+                .await?;
+                let (txid, pos, n) = cp.unwrap_or(("0".into(), 0, 0));
+                println!(
+                    "{:<20} tables={:<60} checkpoint=({txid},{pos}) applied={n}",
+                    p.name(),
+                    p.tables().join(",")
+                );
+            }
+            Ok(())
+        }
+        ProjectionsCommand::Rebuild { all: every, names } => {
+            if !every && names.is_empty() {
+                anyhow::bail!("name the projections to rebuild, or pass --all");
+            }
+            for name in &names {
+                if !all.iter().any(|p| p.name() == name) {
+                    anyhow::bail!(
+                        "unknown projection {name:?}; known: {}",
+                        all.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+            for p in all
+                .iter()
+                .filter(|p| every || names.iter().any(|n| n == p.name()))
+            {
+                let started = std::time::Instant::now();
+                let name = p.name();
+                let n = projections::runner::rebuild(&pool, p.as_ref(), 1000, |done, total| {
+                    let pct = if total == 0 {
+                        100.0
+                    } else {
+                        done as f64 * 100.0 / total as f64
+                    };
+                    eprint!("\r{name}: {done}/{total} events ({pct:.0}%)");
+                    let _ = std::io::stderr().flush();
+                })
+                .await?;
+                eprintln!();
+                println!(
+                    "{name}: rebuilt from {n} events in {:.1?}",
+                    started.elapsed()
+                );
+            }
+            Ok(())
+        }
+    }
+}

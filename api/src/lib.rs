@@ -1,0 +1,13 @@
+//! The control plane: HTTP API, webhooks, workers and adapters around the event store.
+
+pub mod app;
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod mail;
+pub mod store;
+pub mod telemetry;

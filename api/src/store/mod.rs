@@ -1,0 +1,368 @@
+//! The event store: appends with idempotency keys and cross-aggregate uniqueness claims taken
+//! in the same transaction, and aggregate loads from snapshot plus tail.
+//!
+//! Why not `postgres-es`'s own `persist`: it reports every unique violation as an optimistic
+//! lock conflict and has no place for an idempotency key or a claim in its transaction
+//! (docs/adr/0002-event-store.md). Loads go through `postgres_es::PostgresEventRepository`,
+//! which reads the same `events`/`snapshots` tables.
+
+pub mod context;
+pub mod exec;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aggregates::ClaimOp;
+use cqrs_es::persist::PersistedEventRepository;
+use cqrs_es::Aggregate;
+use postgres_es::PostgresEventRepository;
+use projections::event::upcast;
+use projections::{Checkpoint, Hub};
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+
+pub use context::{Actor, CommandContext};
+pub use exec::{CommandBus, ExecError, ExecOptions, Outcome};
+
+/// An idempotency key to claim with an append, with the answer repeated to later callers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyClaim {
+    pub key: String,
+    /// Hash of the request that carried the key: the same key with another request is refused.
+    pub request_hash: String,
+    /// What the first caller was told; duplicates get the same answer.
+    pub response: Value,
+}
+
+/// The stored record of a claimed idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    pub request_hash: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub response: Value,
+}
+
+/// Where a successful append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub txid: u64,
+    pub first_position: i64,
+    pub last_position: i64,
+    pub last_sequence: u64,
+}
+
+impl Committed {
+    /// The checkpoint a projector has passed once it has seen this append.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            txid: self.txid,
+            position: self.last_position,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum AppendResult {
+    Committed(Option<Committed>),
+    Duplicate(IdempotencyRecord),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the stream moved on since it was loaded")]
+    VersionConflict,
+    #[error("{scope} {value} is already taken")]
+    ClaimTaken { scope: String, value: String },
+    #[error("idempotency key reused with a different request")]
+    IdempotencyMismatch(IdempotencyRecord),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data does not decode: {0}")]
+    Decode(String),
+}
+
+impl From<cqrs_es::persist::PersistenceError> for StoreError {
+    fn from(e: cqrs_es::persist::PersistenceError) -> Self {
+        StoreError::Decode(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Decode(e.to_string())
+    }
+}
+
+/// One event to append, already serialised.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+}
+
+/// Everything one append transaction writes.
+#[derive(Debug)]
+pub struct Append<'a> {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: &'a str,
+    /// The stream's last sequence when it was loaded; the events get the ones after it.
+    pub expected_sequence: u64,
+    pub events: Vec<NewEvent>,
+    pub metadata: &'a HashMap<String, String>,
+    pub idempotency: Option<&'a IdempotencyClaim>,
+    pub claims: Vec<ClaimOp>,
+    /// Aggregate state after the events, when a snapshot is due.
+    pub snapshot: Option<Value>,
+}
+
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    repo: Arc<PostgresEventRepository>,
+    hub: Hub,
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool, hub: Hub) -> Self {
+        Self {
+            repo: Arc::new(PostgresEventRepository::new(pool.clone())),
+            pool,
+            hub,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Appends in one transaction: idempotency key, claims, events, snapshot.
+    pub async fn append(&self, req: Append<'_>) -> Result<AppendResult, StoreError> {
+        let result = self.append_inner(&req).await;
+        // Commit or rollback, the read horizon may have moved: wake the projectors.
+        self.hub.notify_commit();
+        match &result {
+            Ok(AppendResult::Committed(Some(_))) => {
+                metrics::counter!("events_appended_total", "aggregate" => req.aggregate_type)
+                    .increment(req.events.len() as u64)
+            }
+            Ok(AppendResult::Duplicate(_)) => {
+                metrics::counter!("append_duplicates_total", "aggregate" => req.aggregate_type)
+                    .increment(1)
+            }
+            Err(StoreError::VersionConflict) => {
+                metrics::counter!("append_conflicts_total", "aggregate" => req.aggregate_type)
+                    .increment(1)
+            }
+            _ => {}
+        }
+        result
+    }
+
+    async fn append_inner(&self, req: &Append<'_>) -> Result<AppendResult, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(idem) = req.idempotency {
+            let claimed: Option<String> = sqlx::query_scalar(
+                "INSERT INTO idempotency_keys (key, request_hash, aggregate_type, aggregate_id, response)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING RETURNING key",
+            )
+            .bind(&idem.key)
+            .bind(&idem.request_hash)
+            .bind(req.aggregate_type)
+            .bind(req.aggregate_id)
+            .bind(&idem.response)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if claimed.is_none() {
+                tx.rollback().await?;
+                let record = self
+                    .idempotency_record(&idem.key)
+                    .await?
+                    .ok_or(StoreError::VersionConflict)?;
+                return if record.request_hash == idem.request_hash {
+                    Ok(AppendResult::Duplicate(record))
+                } else {
+                    Err(StoreError::IdempotencyMismatch(record))
+                };
+            }
+        }
+        for claim in &req.claims {
+            match claim {
+                ClaimOp::Claim { scope, value } => {
+                    let held: Option<String> = sqlx::query_scalar(
+                        "INSERT INTO unique_claims (scope, value, owner_type, owner_id)
+                         VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (scope, value) DO UPDATE SET claimed_at = unique_claims.claimed_at
+                         WHERE unique_claims.owner_type = EXCLUDED.owner_type
+                           AND unique_claims.owner_id = EXCLUDED.owner_id
+                         RETURNING owner_id",
+                    )
+                    .bind(scope)
+                    .bind(value)
+                    .bind(req.aggregate_type)
+                    .bind(req.aggregate_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if held.is_none() {
+                        tx.rollback().await?;
+                        return Err(StoreError::ClaimTaken {
+                            scope: scope.to_string(),
+                            value: value.clone(),
+                        });
+                    }
+                }
+                ClaimOp::Release { scope, value } => {
+                    sqlx::query(
+                        "DELETE FROM unique_claims
+                         WHERE scope = $1 AND value = $2 AND owner_type = $3 AND owner_id = $4",
+                    )
+                    .bind(scope)
+                    .bind(value)
+                    .bind(req.aggregate_type)
+                    .bind(req.aggregate_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        let mut committed = None;
+        if !req.events.is_empty() {
+            let n = req.events.len();
+            let sequences: Vec<i64> = (1..=n as i64)
+                .map(|i| req.expected_sequence as i64 + i)
+                .collect();
+            let types: Vec<&str> = req.events.iter().map(|e| e.event_type.as_str()).collect();
+            let versions: Vec<&str> = req
+                .events
+                .iter()
+                .map(|e| e.event_version.as_str())
+                .collect();
+            let payloads: Vec<&Value> = req.events.iter().map(|e| &e.payload).collect();
+            let metadata = serde_json::to_value(req.metadata)?;
+            let rows = sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                 SELECT $1, $2, s, t, v, p, $7
+                 FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) AS u(s, t, v, p)
+                 ORDER BY s
+                 RETURNING position, transaction_id::text AS txid",
+            )
+            .bind(req.aggregate_type)
+            .bind(req.aggregate_id)
+            .bind(&sequences)
+            .bind(&types)
+            .bind(&versions)
+            .bind(&payloads)
+            .bind(&metadata)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| {
+                if constraint_of(&e) == Some("events_pkey") {
+                    StoreError::VersionConflict
+                } else {
+                    StoreError::Database(e)
+                }
+            })?;
+            let positions: Vec<i64> = rows.iter().map(|r| r.get("position")).collect();
+            let txid: String = rows[0].get("txid");
+            committed = Some(Committed {
+                txid: txid.parse().map_err(|_| StoreError::Decode(txid.clone()))?,
+                first_position: positions.iter().copied().min().unwrap_or_default(),
+                last_position: positions.iter().copied().max().unwrap_or_default(),
+                last_sequence: req.expected_sequence + n as u64,
+            });
+            if let Some(snapshot) = &req.snapshot {
+                sqlx::query(
+                    "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
+                     VALUES ($1, $2, $3, 1, $4)
+                     ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+                     SET last_sequence = EXCLUDED.last_sequence, payload = EXCLUDED.payload,
+                         current_snapshot = snapshots.current_snapshot + 1
+                     WHERE snapshots.last_sequence < EXCLUDED.last_sequence",
+                )
+                .bind(req.aggregate_type)
+                .bind(req.aggregate_id)
+                .bind((req.expected_sequence + n as u64) as i64)
+                .bind(snapshot)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(AppendResult::Committed(committed))
+    }
+
+    pub async fn idempotency_record(
+        &self,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT key, request_hash, aggregate_type, aggregate_id, response FROM idempotency_keys WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| IdempotencyRecord {
+            key: r.get("key"),
+            request_hash: r.get("request_hash"),
+            aggregate_type: r.get("aggregate_type"),
+            aggregate_id: r.get("aggregate_id"),
+            response: r.get("response"),
+        }))
+    }
+
+    /// Who holds `value` in `scope`, if anyone.
+    pub async fn claim_owner(
+        &self,
+        scope: &str,
+        value: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT owner_id FROM unique_claims WHERE scope = $1 AND value = $2",
+            )
+            .bind(scope)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?,
+        )
+    }
+
+    /// Loads an aggregate from its latest snapshot plus the events after it.
+    pub async fn load<A: Aggregate>(&self, id: &str) -> Result<(A, u64), StoreError> {
+        let (mut state, mut sequence) = match self.repo.get_snapshot::<A>(id).await? {
+            Some(s) => (
+                serde_json::from_value::<A>(s.aggregate)?,
+                s.current_sequence as u64,
+            ),
+            None => (A::default(), 0),
+        };
+        let events = if sequence == 0 {
+            self.repo.get_events::<A>(id).await?
+        } else {
+            self.repo
+                .get_last_events::<A>(id, sequence as usize)
+                .await?
+        };
+        let upcasters = aggregates::upcast::all();
+        for e in events {
+            let e = upcast(e, &upcasters);
+            sequence = e.sequence as u64;
+            state.apply(serde_json::from_value(e.payload)?);
+        }
+        Ok((state, sequence))
+    }
+}
+
+/// The name of the constraint a database error violated, if any.
+pub fn constraint_of(e: &sqlx::Error) -> Option<&str> {
+    match e {
+        sqlx::Error::Database(d) => d.constraint(),
+        _ => None,
+    }
+}

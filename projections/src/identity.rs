@@ -1,0 +1,222 @@
+//! Read models of users, establishments, memberships and invitations (`rm_users`,
+//! `rm_establishments`, `rm_memberships`, `rm_invitations`).
+
+use aggregates::establishment::EstablishmentEvent;
+use aggregates::invitation::InvitationEvent;
+use aggregates::user::UserEvent;
+use async_trait::async_trait;
+use sqlx::PgConnection;
+
+use crate::event::StoredEvent;
+use crate::runner::Projection;
+
+pub struct IdentityProjection;
+
+#[async_trait]
+impl Projection for IdentityProjection {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &["User", "Establishment", "Invitation"]
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[
+            "rm_users",
+            "rm_establishments",
+            "rm_memberships",
+            "rm_invitations",
+        ]
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
+        match e.aggregate_type.as_str() {
+            "User" => apply_user(tx, e).await,
+            "Establishment" => apply_establishment(tx, e).await,
+            "Invitation" => apply_invitation(tx, e).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn apply_user(tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
+    let id = &e.aggregate_id;
+    let at = e.recorded_at;
+    match e.decode::<UserEvent>()? {
+        UserEvent::UserRegistered {
+            email,
+            display_name,
+            password_hash,
+            platform_admin,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO rm_users (id, email, display_name, password_hash, platform_admin, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            )
+            .bind(id)
+            .bind(email.as_str())
+            .bind(display_name)
+            .bind(password_hash)
+            .bind(platform_admin)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        UserEvent::PasswordReset { password_hash, .. } => {
+            sqlx::query("UPDATE rm_users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(password_hash)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        UserEvent::DisplayNameChanged { display_name } => {
+            sqlx::query("UPDATE rm_users SET display_name = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(display_name)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        UserEvent::PlatformAdminGranted => {
+            sqlx::query("UPDATE rm_users SET platform_admin = true, updated_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        UserEvent::PasswordResetRequested { .. } => {}
+    }
+    Ok(())
+}
+
+async fn apply_establishment(tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
+    let id = &e.aggregate_id;
+    let at = e.recorded_at;
+    match e.decode::<EstablishmentEvent>()? {
+        EstablishmentEvent::EstablishmentCreated {
+            name,
+            timezone,
+            locale,
+            created_by,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO rm_establishments (id, name, timezone, locale, created_by, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(timezone.as_str())
+            .bind(locale.as_str())
+            .bind(created_by)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        EstablishmentEvent::EstablishmentUpdated {
+            name,
+            timezone,
+            locale,
+        } => {
+            sqlx::query(
+                "UPDATE rm_establishments SET name = COALESCE($2, name),
+                    timezone = COALESCE($3, timezone), locale = COALESCE($4, locale), updated_at = $5
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(timezone.map(|t| t.as_str()))
+            .bind(locale.map(|l| l.as_str().to_string()))
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        EstablishmentEvent::MemberAdded { user_id, role } => {
+            sqlx::query(
+                "INSERT INTO rm_memberships (establishment_id, user_id, role, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $4)",
+            )
+            .bind(id)
+            .bind(user_id)
+            .bind(role.as_str())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        EstablishmentEvent::MemberRoleChanged { user_id, to, .. } => {
+            sqlx::query(
+                "UPDATE rm_memberships SET role = $3, updated_at = $4
+                 WHERE establishment_id = $1 AND user_id = $2",
+            )
+            .bind(id)
+            .bind(user_id)
+            .bind(to.as_str())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        EstablishmentEvent::MemberRemoved { user_id, .. } => {
+            sqlx::query("DELETE FROM rm_memberships WHERE establishment_id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_invitation(tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
+    let id = &e.aggregate_id;
+    let at = e.recorded_at;
+    match e.decode::<InvitationEvent>()? {
+        InvitationEvent::InvitationSent {
+            establishment_id,
+            email,
+            role,
+            expires_at,
+            invited_by,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO rm_invitations (id, establishment_id, email, role, status, invited_by,
+                    expires_at, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $7)",
+            )
+            .bind(id)
+            .bind(establishment_id)
+            .bind(email.as_str())
+            .bind(role.as_str())
+            .bind(invited_by)
+            .bind(expires_at)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        InvitationEvent::InvitationAccepted { user_id } => {
+            sqlx::query(
+                "UPDATE rm_invitations SET status = 'accepted', accepted_by = $2, updated_at = $3
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(user_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        InvitationEvent::InvitationRevoked => {
+            sqlx::query(
+                "UPDATE rm_invitations SET status = 'revoked', updated_at = $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(())
+}

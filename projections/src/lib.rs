@@ -1,0 +1,12 @@
+//! Read models of the control plane and the projector runtime that builds them.
+//!
+//! Projectors read the event log in commit-safe order (see `runner`), apply events to their
+//! tables and advance their checkpoint in the same transaction. The UI only ever reads these
+//! tables; nothing here is written inline by the command path.
+
+pub mod event;
+pub mod identity;
+pub mod runner;
+
+pub use event::{Checkpoint, StoredEvent};
+pub use runner::{Hub, Projection, ProjectorConfig, Projectors};

@@ -1,0 +1,509 @@
+//! The projector runtime.
+//!
+//! Reading order: positions are handed out at insert time but become visible at commit, so a
+//! reader paging on `position > last` would skip an event whose transaction commits late. A
+//! projector therefore only reads rows whose `transaction_id` is below the oldest transaction
+//! still running (`pg_snapshot_xmin(pg_current_snapshot())`), in `(transaction_id, position)`
+//! order, and keeps that pair as its checkpoint. Every row below that horizon is final.
+//!
+//! Exactly once: a batch's read-model writes and the checkpoint update commit together; a
+//! transaction-scoped advisory lock keeps two processes from running one projector at once.
+//!
+//! Freshness: the store bumps the `Hub` after each local commit, which wakes the projectors
+//! at once; a poll interval covers writes from other processes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::watch;
+
+use crate::event::{Checkpoint, StoredEvent, EVENT_COLUMNS};
+
+/// A read model built from the log.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Stable name: the checkpoint key and the name `projections rebuild` takes.
+    fn name(&self) -> &'static str;
+    /// Aggregate types whose events this projection reads.
+    fn aggregate_types(&self) -> &'static [&'static str];
+    /// Tables this projection owns; a rebuild empties them first.
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one event inside the batch transaction.
+    async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()>;
+    /// Applies a batch; override to write in bulk.
+    async fn apply_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> anyhow::Result<()> {
+        for event in events {
+            self.apply(tx, event).await?;
+        }
+        Ok(())
+    }
+    /// Runs after a batch committed (e.g. to refresh an in-memory index).
+    async fn after_commit(&self, _pool: &PgPool, _events: &[StoredEvent]) {}
+}
+
+/// Shared between the writers and the projectors of one process: commit notifications in one
+/// direction, projector progress in the other (so a request can wait to read its own write).
+#[derive(Clone)]
+pub struct Hub {
+    commits: Arc<watch::Sender<u64>>,
+    progress: Arc<watch::Sender<BTreeMap<&'static str, Checkpoint>>>,
+    interests: Arc<Mutex<BTreeMap<&'static str, &'static [&'static str]>>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            commits: Arc::new(watch::channel(0).0),
+            progress: Arc::new(watch::channel(BTreeMap::new()).0),
+            interests: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+}
+
+impl Hub {
+    /// Called after every local commit (and rollback) that may move the read horizon.
+    pub fn notify_commit(&self) {
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn subscribe_commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    fn publish(&self, name: &'static str, cp: Checkpoint) {
+        self.progress.send_modify(|m| {
+            let e = m.entry(name).or_default();
+            if cp > *e {
+                *e = cp;
+            }
+        });
+    }
+
+    /// The in-memory checkpoint of each running projector.
+    pub fn progress(&self) -> BTreeMap<&'static str, Checkpoint> {
+        self.progress.borrow().clone()
+    }
+
+    /// Waits until every running projector that reads `aggregate_type` has passed `cp`, or
+    /// until `timeout`. Returns whether they caught up.
+    pub async fn wait_for(&self, aggregate_type: &str, cp: Checkpoint, timeout: Duration) -> bool {
+        let names: Vec<&'static str> = self
+            .interests
+            .lock()
+            .iter()
+            .filter(|(_, types)| types.contains(&aggregate_type))
+            .map(|(n, _)| *n)
+            .collect();
+        if names.is_empty() {
+            return true;
+        }
+        let mut rx = self.progress.subscribe();
+        let done = |m: &BTreeMap<&'static str, Checkpoint>| {
+            names
+                .iter()
+                .all(|n| m.get(n).is_some_and(|seen| *seen >= cp))
+        };
+        tokio::time::timeout(timeout, rx.wait_for(done))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// Fallback poll interval, for writes made by other processes.
+    pub poll_interval: Duration,
+    /// Maximum events per batch transaction.
+    pub batch_size: i64,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(100),
+            batch_size: 500,
+        }
+    }
+}
+
+/// The outcome of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// This many events were applied and committed.
+    Applied(usize),
+    /// Nothing new below the horizon.
+    Idle,
+    /// Another process holds this projector right now.
+    Busy,
+}
+
+/// One projection bound to the database.
+pub struct Projector {
+    projection: Arc<dyn Projection>,
+    pool: PgPool,
+    hub: Hub,
+    config: ProjectorConfig,
+    /// In-memory checkpoint; may be ahead of the stored one (horizon advances are not stored).
+    memory: Mutex<Checkpoint>,
+}
+
+fn lock_key(name: &str) -> String {
+    format!("projector:{name}")
+}
+
+impl Projector {
+    pub fn new(
+        projection: Arc<dyn Projection>,
+        pool: PgPool,
+        hub: Hub,
+        config: ProjectorConfig,
+    ) -> Self {
+        hub.interests
+            .lock()
+            .insert(projection.name(), projection.aggregate_types());
+        Self {
+            projection,
+            pool,
+            hub,
+            config,
+            memory: Mutex::new(Checkpoint::START),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    /// Reads, applies and commits at most one batch.
+    pub async fn run_batch(&self) -> anyhow::Result<Batch> {
+        let started = Instant::now();
+        let mut tx = self.pool.begin().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1))")
+            .bind(lock_key(self.name()))
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Ok(Batch::Busy);
+        }
+        let stored = read_checkpoint(&mut tx, self.name()).await?;
+        let from = stored.max(*self.memory.lock());
+        let horizon = read_horizon(&mut tx).await?;
+        let events = read_batch(
+            &mut tx,
+            from,
+            self.projection.aggregate_types(),
+            self.config.batch_size,
+        )
+        .await?;
+        let full = events.len() as i64 >= self.config.batch_size;
+        let horizon_cp = Checkpoint {
+            txid: horizon,
+            position: 0,
+        };
+        let Some(last) = events.last().map(StoredEvent::checkpoint) else {
+            tx.rollback().await?;
+            let cp = from.max(horizon_cp);
+            *self.memory.lock() = cp;
+            self.hub.publish(self.name(), cp);
+            return Ok(Batch::Idle);
+        };
+        self.projection.apply_batch(&mut tx, &events).await?;
+        write_checkpoint(&mut tx, self.name(), last, events.len()).await?;
+        tx.commit().await?;
+        let cp = if full { last } else { last.max(horizon_cp) };
+        *self.memory.lock() = cp;
+        self.hub.publish(self.name(), cp);
+        self.hub.notify_commit();
+        metrics::counter!("projector_events_applied_total", "projector" => self.name())
+            .increment(events.len() as u64);
+        metrics::histogram!("projector_batch_seconds", "projector" => self.name())
+            .record(started.elapsed().as_secs_f64());
+        if let Some(e) = events.last() {
+            let lag = (chrono::Utc::now() - e.recorded_at)
+                .num_microseconds()
+                .unwrap_or(0);
+            metrics::gauge!("projector_lag_seconds", "projector" => self.name())
+                .set(lag as f64 / 1e6);
+        }
+        self.projection.after_commit(&self.pool, &events).await;
+        Ok(Batch::Applied(events.len()))
+    }
+
+    /// Applies batches until this projector has passed every event committed before the
+    /// call (a transaction still open elsewhere in the cluster can hold it back a while).
+    pub async fn catch_up(&self, timeout: Duration) -> anyhow::Result<()> {
+        let types: Vec<String> = self
+            .projection
+            .aggregate_types()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let head: Option<(String, i64)> = sqlx::query_as(
+            "SELECT transaction_id::text, position FROM events WHERE aggregate_type = ANY($1)
+             ORDER BY transaction_id DESC, position DESC LIMIT 1",
+        )
+        .bind(&types)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((txid, position)) = head else {
+            return Ok(());
+        };
+        let head = Checkpoint {
+            txid: txid.parse()?,
+            position,
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.run_batch().await? {
+                Batch::Applied(_) => continue,
+                Batch::Idle | Batch::Busy => {}
+            }
+            let stored = {
+                let mut conn = self.pool.acquire().await?;
+                read_checkpoint(&mut conn, self.name()).await?
+            };
+            if stored.max(*self.memory.lock()) >= head {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "projector {} did not catch up within {timeout:?}",
+                    self.name()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Runs until the task is dropped: batches while there is work, then waits for a local
+    /// commit or the poll interval.
+    pub async fn run(self: Arc<Self>) {
+        let mut commits = self.hub.subscribe_commits();
+        let mut failures = 0u32;
+        loop {
+            match self.run_batch().await {
+                Ok(Batch::Applied(n)) => {
+                    failures = 0;
+                    if n as i64 >= self.config.batch_size {
+                        continue;
+                    }
+                }
+                Ok(Batch::Idle) | Ok(Batch::Busy) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                    tracing::error!(projector = self.name(), error = %format!("{e:#}"), ?backoff, "projector batch failed");
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            }
+            // Wait for a local commit or the poll interval. A commit we cannot see yet is
+            // usually held back by a transaction still running: look again shortly.
+            commits.borrow_and_update();
+            if tokio::time::timeout(self.config.poll_interval, commits.changed())
+                .await
+                .is_ok()
+            {
+                for delay in [0u64, 2, 5, 10, 25] {
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                    match self.run_batch().await {
+                        Ok(Batch::Applied(_)) => break,
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn read_checkpoint(conn: &mut PgConnection, name: &str) -> anyhow::Result<Checkpoint> {
+    let row = sqlx::query(
+        "SELECT last_txid::text AS txid, last_position FROM projector_checkpoints WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some(r) => Checkpoint {
+            txid: r.get::<String, _>("txid").parse()?,
+            position: r.get("last_position"),
+        },
+        None => Checkpoint::START,
+    })
+}
+
+async fn write_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    cp: Checkpoint,
+    applied: usize,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO projector_checkpoints (name, last_txid, last_position, events_applied, updated_at)
+         VALUES ($1, $2::text::xid8, $3, $4, now())
+         ON CONFLICT (name) DO UPDATE SET last_txid = EXCLUDED.last_txid,
+             last_position = EXCLUDED.last_position,
+             events_applied = projector_checkpoints.events_applied + EXCLUDED.events_applied,
+             updated_at = now()",
+    )
+    .bind(name)
+    .bind(cp.txid.to_string())
+    .bind(cp.position)
+    .bind(applied as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Every transaction below this id has finished: rows below it are final.
+async fn read_horizon(conn: &mut PgConnection) -> anyhow::Result<u64> {
+    let h: String = sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(h.parse()?)
+}
+
+async fn read_batch(
+    conn: &mut PgConnection,
+    after: Checkpoint,
+    types: &[&str],
+    limit: i64,
+) -> anyhow::Result<Vec<StoredEvent>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE (transaction_id, position) > ($1::text::xid8, $2)
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+           AND aggregate_type = ANY($3)
+         ORDER BY transaction_id, position
+         LIMIT $4"
+    );
+    let types: Vec<String> = types.iter().map(|s| s.to_string()).collect();
+    let rows = sqlx::query(&sql)
+        .bind(after.txid.to_string())
+        .bind(after.position)
+        .bind(&types)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| StoredEvent::from_row(r).map_err(Into::into))
+        .collect()
+}
+
+/// The set of projectors of a process.
+pub struct Projectors {
+    projectors: Vec<Arc<Projector>>,
+}
+
+impl Projectors {
+    pub fn new(
+        projections: Vec<Arc<dyn Projection>>,
+        pool: PgPool,
+        hub: Hub,
+        config: ProjectorConfig,
+    ) -> Self {
+        Self {
+            projectors: projections
+                .into_iter()
+                .map(|p| Arc::new(Projector::new(p, pool.clone(), hub.clone(), config.clone())))
+                .collect(),
+        }
+    }
+
+    /// Starts one task per projector; dropping the handles does not stop them.
+    pub fn spawn(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.projectors
+            .iter()
+            .map(|p| tokio::spawn(p.clone().run()))
+            .collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Projector>> {
+        self.projectors.iter().find(|p| p.name() == name)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.projectors.iter().map(|p| p.name()).collect()
+    }
+
+    /// Brings every projector up to the events committed before the call.
+    pub async fn catch_up(&self) -> anyhow::Result<()> {
+        for p in &self.projectors {
+            p.catch_up(Duration::from_secs(30)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Rebuilds one projection from the start of the log in a single transaction: its tables are
+/// emptied and refilled with the same code the live projector runs. Readers keep seeing the
+/// old rows until the commit; the live projector skips its batches meanwhile.
+pub async fn rebuild(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    batch_size: i64,
+    mut progress: impl FnMut(u64, u64) + Send,
+) -> anyhow::Result<u64> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(lock_key(projection.name()))
+        .execute(&mut *tx)
+        .await?;
+    for table in projection.tables() {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let types: Vec<String> = projection
+        .aggregate_types()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = ANY($1)
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+    )
+    .bind(&types)
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut cp = Checkpoint::START;
+    let mut done = 0u64;
+    progress(0, total as u64);
+    loop {
+        let events = read_batch(&mut tx, cp, projection.aggregate_types(), batch_size).await?;
+        let Some(last) = events.last().map(StoredEvent::checkpoint) else {
+            break;
+        };
+        projection.apply_batch(&mut tx, &events).await?;
+        cp = last;
+        done += events.len() as u64;
+        progress(done, total.max(done as i64) as u64);
+    }
+    sqlx::query(
+        "INSERT INTO projector_checkpoints (name, last_txid, last_position, events_applied, updated_at)
+         VALUES ($1, $2::text::xid8, $3, $4, now())
+         ON CONFLICT (name) DO UPDATE SET last_txid = EXCLUDED.last_txid,
+             last_position = EXCLUDED.last_position, events_applied = EXCLUDED.events_applied,
+             updated_at = now()",
+    )
+    .bind(projection.name())
+    .bind(cp.txid.to_string())
+    .bind(cp.position)
+    .bind(done as i64)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    projection.after_commit(pool, &[]).await;
+    Ok(done)
+}

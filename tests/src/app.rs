@@ -1,0 +1,289 @@
+//! `TestApp`: the real server on a random port against a fresh database.
+
+use std::net::SocketAddr;
+
+use control_plane::app::{App, AppState};
+use control_plane::config::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+pub use serde_json::Value as Json;
+
+use crate::smtp::SmtpServer;
+
+pub const ADMIN_EMAIL: &str = "root@platform.test";
+pub const ADMIN_PASSWORD: &str = "root-password-123";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db_url: String,
+    pub smtp: Option<SmtpServer>,
+    app: Option<App>,
+}
+
+/// A response: status, headers and the body as JSON (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Json,
+    pub text: String,
+}
+
+impl Resp {
+    /// The error code of a contract-shaped error body.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+type ConfigTweak = Box<dyn FnOnce(&mut Config) + Send>;
+
+pub struct Builder {
+    smtp: bool,
+    tweak: Vec<ConfigTweak>,
+    db_url: Option<String>,
+}
+
+impl Builder {
+    pub fn smtp(mut self) -> Self {
+        self.smtp = true;
+        self
+    }
+
+    pub fn config(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.tweak.push(Box::new(f));
+        self
+    }
+
+    /// Reuse an existing database (e.g. to restart the server on the same data).
+    pub fn database(mut self, url: &str) -> Self {
+        self.db_url = Some(url.to_string());
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        crate::init_logs();
+        let db_url = match self.db_url {
+            Some(u) => u,
+            None => crate::db::fresh_database().await,
+        };
+        let smtp = self.smtp.then(SmtpServer::start);
+        let mut config = Config::for_database(&db_url);
+        config.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
+        config.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
+        config.smtp_url = smtp.as_ref().map(|s| s.url());
+        config.projector_poll_ms = 50;
+        for f in self.tweak {
+            f(&mut config);
+        }
+        let app = control_plane::app::start(config)
+            .await
+            .expect("server starts");
+        let addr = app.addr;
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            db_url,
+            smtp,
+            app: Some(app),
+        }
+    }
+}
+
+impl TestApp {
+    pub fn builder() -> Builder {
+        Builder {
+            smtp: false,
+            tweak: Vec::new(),
+            db_url: None,
+        }
+    }
+
+    pub async fn spawn() -> TestApp {
+        Self::builder().spawn().await
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.app.as_ref().expect("running").state
+    }
+
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.state().pool
+    }
+
+    /// Stops the server (the database stays, for a restart on the same data).
+    pub async fn stop(mut self) -> String {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+        self.db_url.clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Json>,
+    ) -> Resp {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request sent");
+        Self::read(res).await
+    }
+
+    pub async fn read(res: reqwest::Response) -> Resp {
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Json::Null);
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Json) -> Resp {
+        self.request(Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Json) -> Resp {
+        self.request(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.request(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Logs in; panics unless it succeeds.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let r = self
+            .request(
+                Method::POST,
+                "/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "login of {email} failed: {}",
+            r.text
+        );
+        r.body["access_token"].as_str().expect("token").to_string()
+    }
+
+    /// The bootstrap platform admin's token.
+    pub async fn root_token(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// Creates an establishment as `token`'s user; returns its id.
+    pub async fn create_establishment(&self, token: &str, name: &str) -> String {
+        let r = self
+            .post(
+                "/establishments",
+                token,
+                json!({"name": name, "timezone": "America/Sao_Paulo", "locale": "pt-BR"}),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "create establishment: {}",
+            r.text
+        );
+        r.body["id"].as_str().expect("id").to_string()
+    }
+
+    /// Creates a user with a membership directly through the command bus (fast test setup;
+    /// the invitation flow itself is tested end to end elsewhere). Returns a token.
+    pub async fn seed_member(&self, establishment_id: &str, email: &str, role: &str) -> String {
+        use aggregates::establishment::{Establishment, EstablishmentCommand};
+        use aggregates::user::{User, UserCommand};
+        use control_plane::store::{CommandContext, ExecOptions};
+        let state = self.state();
+        let ctx = CommandContext::system("test-seed");
+        let existing = state
+            .bus
+            .store()
+            .claim_owner(aggregates::user::EMAIL_CLAIM, email)
+            .await
+            .expect("claims");
+        let user_id = match existing {
+            Some(id) => id,
+            None => {
+                let id = control_plane::ids::new_id("usr");
+                let outcome = state
+                    .bus
+                    .execute::<User>(
+                        &id,
+                        UserCommand::Register {
+                            user_id: id.clone(),
+                            email: email.parse().expect("email"),
+                            display_name: email.split('@').next().unwrap_or("user").into(),
+                            password_hash: Some(
+                                control_plane::auth::password::hash("member-password-1")
+                                    .await
+                                    .expect("hash"),
+                            ),
+                            platform_admin: false,
+                        },
+                        &ctx,
+                        ExecOptions::default(),
+                    )
+                    .await
+                    .expect("register");
+                state.visible(&outcome).await;
+                id
+            }
+        };
+        let outcome = state
+            .bus
+            .execute::<Establishment>(
+                establishment_id,
+                EstablishmentCommand::AddMember {
+                    user_id,
+                    role: role.parse().expect("role"),
+                },
+                &ctx.clone().in_establishment(establishment_id),
+                ExecOptions::default(),
+            )
+            .await
+            .expect("add member");
+        state.visible(&outcome).await;
+        self.login(email, "member-password-1").await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.abort();
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! A fresh PostgreSQL database per test, cloned from a template migrated once per set of
+//! migrations (so each test starts from the real schema in milliseconds).
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+
+fn base_url() -> String {
+    match std::env::var("DATABASE_URL") {
+        Ok(u) => u,
+        Err(_) => panic!(
+            "DATABASE_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL"
+        ),
+    }
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).expect("DATABASE_URL is a URL");
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+fn template_name() -> String {
+    let mut h = Sha256::new();
+    for m in control_plane::app::MIGRATOR.iter() {
+        h.update(m.version.to_le_bytes());
+        h.update(&m.checksum);
+    }
+    format!("cpt_template_{}", &hex::encode(h.finalize())[..16])
+}
+
+async fn admin_conn() -> PgConnection {
+    let url = with_db(&base_url(), "postgres");
+    let mut last = None;
+    for _ in 0..20 {
+        match PgConnection::connect(&url).await {
+            Ok(c) => return c,
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    panic!("cannot reach PostgreSQL at {url}: {last:?} (start it with scripts/pg.sh)");
+}
+
+/// Creates the migrated template once (safe across concurrent test processes).
+async fn ensure_template(admin: &mut PgConnection) -> String {
+    let name = template_name();
+    sqlx::query("SELECT pg_advisory_lock(4242)")
+        .execute(&mut *admin)
+        .await
+        .expect("advisory lock");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut *admin)
+            .await
+            .expect("query pg_database");
+    if !exists {
+        let building = format!("{name}_building");
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {building}"))
+            .execute(&mut *admin)
+            .await;
+        sqlx::query(&format!("CREATE DATABASE {building}"))
+            .execute(&mut *admin)
+            .await
+            .expect("create template database");
+        let pool = PgPool::connect(&with_db(&base_url(), &building))
+            .await
+            .expect("connect template");
+        control_plane::app::migrate(&pool)
+            .await
+            .expect("migrate template");
+        pool.close().await;
+        sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .execute(&mut *admin)
+            .await
+            .expect("rename template");
+    }
+    sqlx::query("SELECT pg_advisory_unlock(4242)")
+        .execute(&mut *admin)
+        .await
+        .expect("advisory unlock");
+    name
+}
+
+/// A fresh, migrated database; returns its URL.
+pub async fn fresh_database() -> String {
+    let mut admin = admin_conn().await;
+    let template = ensure_template(&mut admin).await;
+    let name = format!("cpt_{}", ulid::Ulid::new().to_string().to_ascii_lowercase());
+    let mut attempts = 0;
+    loop {
+        // CREATE DATABASE fails while another session is connected to the template.
+        match sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if attempts < 50 => {
+                attempts += 1;
+                tracing::debug!(error = %e, "template busy; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot create test database: {e}"),
+        }
+    }
+    with_db(&base_url(), &name)
+}
+
+/// A pool on a fresh database (for tests that drive the store without the server).
+pub async fn fresh_pool() -> (String, PgPool) {
+    let url = fresh_database().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(40)
+        .connect(&url)
+        .await
+        .expect("connect test database");
+    (url, pool)
+}

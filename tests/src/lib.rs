@@ -1,0 +1,30 @@
+//! Test harness: a fresh database per test (cloned from a migrated template), the real server
+//! on a random port, a real SMTP server, and small HTTP helpers.
+//!
+//! Under `CI=true` a missing dependency (PostgreSQL, Python's aiosmtpd, Docker) fails the test
+//! loudly; nothing is skipped.
+
+pub mod app;
+pub mod db;
+pub mod smtp;
+
+pub use app::{Json, TestApp};
+
+/// Whether we run in CI, where missing dependencies must fail tests.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Installs a test log subscriber once (`RUST_LOG` to see server logs).
+pub fn init_logs() {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}

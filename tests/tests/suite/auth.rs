@@ -1,0 +1,269 @@
+//! Login, logout, throttling, password reset, `/me`.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD};
+use tests::TestApp;
+
+#[tokio::test]
+async fn login_answers_exactly_the_appendix_a1_shape() {
+    let app = TestApp::spawn().await;
+    let root = app.root_token().await;
+    let est = app.create_establishment(&root, "Helios").await;
+    let r = app
+        .request(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let mut keys: Vec<&String> = r.body.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["access_token", "expires_in", "token_type", "user"]);
+    assert_eq!(r.body["token_type"], "bearer");
+    assert_eq!(r.body["expires_in"], 3600);
+    let mut user_keys: Vec<&String> = r.body["user"].as_object().unwrap().keys().collect();
+    user_keys.sort();
+    assert_eq!(
+        user_keys,
+        ["default_establishment_id", "display_name", "email", "id"]
+    );
+    assert!(r.body["user"]["id"].as_str().unwrap().starts_with("usr_"));
+    assert_eq!(r.body["user"]["default_establishment_id"], est.as_str());
+
+    let me = app
+        .get("/me", r.body["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["user"]["email"], ADMIN_EMAIL);
+    assert_eq!(
+        me.body["memberships"],
+        json!([{"establishment_id": est, "role": "admin"}])
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_401_and_do_not_reveal_which_part_was_wrong() {
+    let app = TestApp::spawn().await;
+    let wrong_pw = app
+        .request(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({"email": ADMIN_EMAIL, "password": "nope-nope-nope"})),
+        )
+        .await;
+    let no_user = app
+        .request(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({"email": "ghost@example.com", "password": "nope-nope-nope"})),
+        )
+        .await;
+    assert_eq!(wrong_pw.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(no_user.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong_pw.body, no_user.body);
+    assert_eq!(wrong_pw.code(), "invalid_credentials");
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_are_throttled_with_retry_after() {
+    let app = TestApp::spawn().await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = app
+            .request(
+                Method::POST,
+                "/auth/login",
+                None,
+                Some(json!({"email": ADMIN_EMAIL, "password": "wrong-password"})),
+            )
+            .await;
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+    // Even the right password is refused while throttled.
+    let r = app
+        .request(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.code(), "rate_limited");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry > 0 && retry <= 15 * 60 + 1, "{retry}");
+}
+
+#[tokio::test]
+async fn logout_ends_the_token_at_once() {
+    let app = TestApp::spawn().await;
+    let token = app.root_token().await;
+    assert_eq!(app.get("/me", &token).await.status, StatusCode::OK);
+    let r = app
+        .request(Method::POST, "/auth/logout", Some(&token), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = app.get("/me", &token).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "unauthorized");
+    // Other sessions of the same user live on.
+    let other = app.root_token().await;
+    assert_eq!(app.get("/me", &other).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn requests_without_or_with_a_forged_token_are_401() {
+    let app = TestApp::spawn().await;
+    let r = app.request(Method::GET, "/me", None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = app
+        .get("/me", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.bad")
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "unauthorized");
+}
+
+#[tokio::test]
+async fn a_mailed_reset_token_sets_a_new_password_once_and_ends_old_sessions() {
+    let app = TestApp::builder().smtp().spawn().await;
+    let old_session = app.root_token().await;
+    let r = app
+        .request(
+            Method::POST,
+            "/auth/forgot-password",
+            None,
+            Some(json!({"email": ADMIN_EMAIL})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let token = app
+        .smtp
+        .as_ref()
+        .unwrap()
+        .wait_for_token(ADMIN_EMAIL, "Reset token:")
+        .await;
+
+    let r = app
+        .request(
+            Method::POST,
+            "/auth/reset-password",
+            None,
+            Some(json!({"token": token, "password": "short"})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "policy first: {}",
+        r.text
+    );
+
+    let r = app
+        .request(
+            Method::POST,
+            "/auth/reset-password",
+            None,
+            Some(json!({"token": token, "password": "brand-new-password"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        app.get("/me", &old_session).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    app.login(ADMIN_EMAIL, "brand-new-password").await;
+    let r = app
+        .request(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    let again = app
+        .request(
+            Method::POST,
+            "/auth/reset-password",
+            None,
+            Some(json!({"token": token, "password": "another-password"})),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    assert_eq!(again.code(), "invalid_token");
+    let forged = app
+        .request(Method::POST, "/auth/reset-password", None, Some(json!({"token": "usr_x:rst_y.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "password": "another-password"})))
+        .await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn forgot_password_answers_the_same_for_unknown_accounts_and_sends_nothing() {
+    let app = TestApp::builder().smtp().spawn().await;
+    for email in ["ghost@example.com", "not an email", ADMIN_EMAIL] {
+        let r = app
+            .request(
+                Method::POST,
+                "/auth/forgot-password",
+                None,
+                Some(json!({"email": email})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{email}");
+        assert_eq!(r.body, json!({"status": "accepted"}));
+    }
+    app.smtp
+        .as_ref()
+        .unwrap()
+        .wait_for_token(ADMIN_EMAIL, "Reset token:")
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mails = app.smtp.as_ref().unwrap().mails();
+    assert_eq!(mails.len(), 1, "only the real account gets a mail");
+}
+
+#[tokio::test]
+async fn an_expired_reset_token_is_refused() {
+    use aggregates::user::{User, UserCommand};
+    use control_plane::store::{CommandContext, ExecOptions};
+    let app = TestApp::spawn().await;
+    let user_id: String = sqlx::query_scalar("SELECT id FROM rm_users WHERE email = $1")
+        .bind(ADMIN_EMAIL)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    let reset_id = "rst_01JAAAAAAAAAAAAAAAAAAAAAAA";
+    let (token, hash) =
+        control_plane::auth::tokens::one_time_token(&format!("{user_id}:{reset_id}"));
+    app.state()
+        .bus
+        .execute::<User>(
+            &user_id,
+            UserCommand::RequestPasswordReset {
+                reset_id: reset_id.into(),
+                token_hash: hash,
+                expires_at: chrono::Utc::now() - chrono::Duration::seconds(1),
+            },
+            &CommandContext::system("test"),
+            ExecOptions::default(),
+        )
+        .await
+        .unwrap();
+    let r = app
+        .request(
+            Method::POST,
+            "/auth/reset-password",
+            None,
+            Some(json!({"token": token, "password": "brand-new-password"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "token_expired");
+}

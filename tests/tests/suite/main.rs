@@ -1,0 +1,9 @@
+//! The integration suite: one test binary (one link) with a module per area.
+
+mod audit;
+mod auth;
+mod errors;
+mod ops;
+mod projector;
+mod store;
+mod tenancy;
