@@ -176,7 +176,9 @@ async fn apply_agent(tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<(
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(
-                "UPDATE rm_routing SET active_version_id = $2, updated_at = $3 WHERE agent_id = $1",
+                "UPDATE rm_routing SET active_version_id = $2, updated_at = $3
+                 WHERE agent_id = $1 AND establishment_id =
+                     (SELECT establishment_id FROM rm_routing_agents WHERE agent_id = $1)",
             )
             .bind(id)
             .bind(&version_id)
