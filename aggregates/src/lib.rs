@@ -2,9 +2,11 @@
 //! and the `cqrs_es::Aggregate` impl, with given/when/then tests). No IO crates here: time, ids
 //! and hashes arrive inside commands, side effects happen in the api crate's workers.
 
+pub mod agent;
 pub mod common;
 pub mod establishment;
 pub mod invitation;
+pub mod telephony;
 pub mod upcast;
 pub mod user;
 

@@ -10,6 +10,7 @@ use aggregates::user::{User, UserCommand};
 use anyhow::Context;
 use cqrs_es::Aggregate;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use projections::routing::RoutingIndex;
 use projections::{Hub, Projection, ProjectorConfig, Projectors};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -34,6 +35,8 @@ pub struct Inner {
     pub mailer: Mailer,
     pub metrics: PrometheusHandle,
     pub projectors: Arc<Projectors>,
+    /// The phone-number routing model in memory (kept current by the `routing` projector).
+    pub routing: Arc<RoutingIndex>,
 }
 
 /// Shared state of the server and its workers.
@@ -66,10 +69,23 @@ impl AppState {
     }
 }
 
-/// Every projection this server maintains.
+/// Every projection this server maintains (the routing one feeding a detached index; for
+/// tools such as `projections rebuild`).
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(projections::identity::IdentityProjection)]
+    projections_feeding(Arc::default())
 }
+
+/// Every projection, with the routing projection keeping `routing` current.
+pub fn projections_feeding(routing: Arc<RoutingIndex>) -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(projections::identity::IdentityProjection),
+        Arc::new(projections::agents::AgentsProjection),
+        Arc::new(projections::routing::RoutingProjection::new(routing)),
+    ]
+}
+
+/// How often the routing index checks for routing changes projected by other processes.
+const ROUTING_RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -155,8 +171,9 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let hub = Hub::default();
     let store = EventStore::new(pool.clone(), hub.clone());
     let mailer = Mailer::start(config.smtp_url.as_deref(), &config.mail_from)?;
+    let routing = Arc::new(RoutingIndex::default());
     let projectors = Arc::new(Projectors::new(
-        projections(),
+        projections_feeding(routing.clone()),
         pool.clone(),
         hub.clone(),
         ProjectorConfig {
@@ -173,6 +190,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         pool,
         hub,
         projectors,
+        routing,
         config,
     })))
 }
@@ -182,6 +200,17 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let listen = config.listen_addr;
     let state = build_state(config).await?;
     let mut tasks = state.projectors.spawn();
+    state
+        .routing
+        .reload(&state.pool)
+        .await
+        .context("cannot load the routing model")?;
+    tasks.push(tokio::spawn(
+        state
+            .routing
+            .clone()
+            .run_refresher(state.pool.clone(), ROUTING_RELOAD_EVERY),
+    ));
     bootstrap_admin(&state).await?;
     let listener = TcpListener::bind(listen)
         .await

@@ -4,8 +4,10 @@
 //! tables and advance their checkpoint in the same transaction. The UI only ever reads these
 //! tables; nothing here is written inline by the command path.
 
+pub mod agents;
 pub mod event;
 pub mod identity;
+pub mod routing;
 pub mod runner;
 
 pub use event::{Checkpoint, StoredEvent};

@@ -218,6 +218,9 @@ impl Projector {
         self.projection.apply_batch(&mut tx, &events).await?;
         write_checkpoint(&mut tx, self.name(), last, events.len()).await?;
         tx.commit().await?;
+        // Before reporting progress, so a writer waiting to read its own write also sees
+        // what `after_commit` refreshes (e.g. the in-memory routing index).
+        self.projection.after_commit(&self.pool, &events).await;
         let cp = if full { last } else { last.max(horizon_cp) };
         *self.memory.lock() = cp;
         self.hub.publish(self.name(), cp);
@@ -233,7 +236,6 @@ impl Projector {
             metrics::gauge!("projector_lag_seconds", "projector" => self.name())
                 .set(lag as f64 / 1e6);
         }
-        self.projection.after_commit(&self.pool, &events).await;
         Ok(Batch::Applied(events.len()))
     }
 

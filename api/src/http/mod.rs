@@ -1,12 +1,14 @@
 //! The HTTP surface: routes (collected with their OpenAPI descriptions), middleware (request
 //! id, tracing, metrics, body limits, panics) and the contract-shaped fallbacks.
 
+pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod establishments;
 pub mod extract;
 pub mod health;
 pub mod openapi;
+pub mod telephony;
 pub mod users;
 
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(establishments::routes())
         .merge(users::routes())
         .merge(audit::routes())
+        .merge(agents::routes())
+        .merge(telephony::routes())
 }
 
 pub fn router(state: AppState) -> Router {

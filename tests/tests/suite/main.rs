@@ -1,9 +1,11 @@
 //! The integration suite: one test binary (one link) with a module per area.
 
+mod agents;
 mod audit;
 mod auth;
 mod errors;
 mod ops;
 mod projector;
 mod store;
+mod telephony;
 mod tenancy;

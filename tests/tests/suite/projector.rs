@@ -257,6 +257,7 @@ async fn rebuilt_read_models_equal_the_live_ones() {
         json!({"email": "new@example.com", "role": "viewer"}),
     )
     .await;
+    seed_agents_and_telephony(&app, &admin, &ests[0]).await;
     app.patch(
         &format!("/establishments/{}", ests[0]),
         &admin,
@@ -296,4 +297,64 @@ async fn rebuilt_read_models_equal_the_live_ones() {
             projection.name()
         );
     }
+}
+
+/// Agents with a version history and a telephony policy, for the agents and routing projections.
+async fn seed_agents_and_telephony(app: &TestApp, admin: &str, est: &str) {
+    use crate::agents::{brain, create_agent, draft, publish};
+    let agent = create_agent(app, admin, est, "Nova").await;
+    let second = create_agent(app, admin, est, "Second").await;
+    let mut v = Vec::new();
+    for name in ["v1", "v2", "v3"] {
+        v.push(draft(app, admin, &agent, brain(name)).await);
+    }
+    let ok = |r: tests::app::Resp| assert!(r.status.is_success(), "{}", r.text);
+    ok(app
+        .patch(
+            &format!("/agents/{agent}/versions/{}", v[2]),
+            admin,
+            json!({"prompt": "Edited."}),
+        )
+        .await);
+    ok(publish(app, admin, &agent, &v[0]).await);
+    ok(publish(app, admin, &agent, &v[1]).await);
+    ok(app
+        .post(
+            &format!("/agents/{agent}/versions/{}/rollback", v[0]),
+            admin,
+            json!({}),
+        )
+        .await);
+    ok(app
+        .post(
+            &format!("/agents/{agent}/versions/{}/archive", v[1]),
+            admin,
+            json!({}),
+        )
+        .await);
+    ok(app
+        .patch(
+            &format!("/agents/{second}"),
+            admin,
+            json!({"description": "Backup"}),
+        )
+        .await);
+    let s1 = draft(app, admin, &second, brain("s1")).await;
+    ok(publish(app, admin, &second, &s1).await);
+    ok(app
+        .patch(
+            &format!("/establishments/{est}/telephony"),
+            admin,
+            json!({
+                "inbound_numbers": [
+                    {"e164": "+14158675309", "routing_agent_id": agent},
+                    {"e164": "+14158675310", "routing_agent_id": second},
+                ],
+                "handoff_e164": "+14158671234",
+                "business_hours": [{"days": ["mon"], "start": "22:00", "end": "02:00"}],
+                "blacklist_e164": ["+14158671111"],
+                "max_call_duration_seconds": 600,
+            }),
+        )
+        .await);
 }
