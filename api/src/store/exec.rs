@@ -27,7 +27,7 @@ use super::{
 
 /// A snapshot is written every this many events of a stream.
 pub const SNAPSHOT_EVERY: u64 = 100;
-const MAX_ATTEMPTS: u32 = 8;
+const MAX_ATTEMPTS: u32 = 16;
 const LOCK_STRIPES: usize = 1024;
 const CACHE_CAPACITY: usize = 100_000;
 
