@@ -2,6 +2,7 @@
 //! and the `cqrs_es::Aggregate` impl, with given/when/then tests). No IO crates here: time, ids
 //! and hashes arrive inside commands, side effects happen in the api crate's workers.
 
+pub mod call;
 pub mod common;
 pub mod establishment;
 pub mod invitation;
