@@ -7,3 +7,4 @@ mod ops;
 mod projector;
 mod store;
 mod tenancy;
+mod twilio;
