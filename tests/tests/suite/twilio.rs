@@ -483,3 +483,68 @@ async fn incoming_call_webhooks_are_signed_like_twilios() {
     );
     assert_eq!(hooks.accepted.lock().len(), 1);
 }
+
+#[tokio::test]
+async fn the_stand_ins_callbacks_parse_and_fold_into_one_call_in_any_order() {
+    use aggregates::call::{
+        AnsweredBy, Call, CallCommand, CallOpening, CallStatus, Direction, OpenedBy,
+    };
+    use control_plane::twilio::webhook;
+
+    let twilio = TwilioStandIn::start().await;
+    let mut req = call_to(
+        "+14158675309",
+        Some("https://cp.example.com/webhooks/twilio/call-status".into()),
+    );
+    req.machine_detection = Some(aggregates::call::MachineDetection::Enable);
+    let placed = client(&twilio).create_call(&req).await.unwrap();
+    let callbacks = twilio.status_callbacks(
+        &placed.sid,
+        &CallOutcome::Completed {
+            duration: 95,
+            answered_by: Some("human".into()),
+        },
+    );
+    let commands: Vec<CallCommand> = callbacks
+        .iter()
+        .map(|cb| {
+            let parsed = webhook::status_callback(&cb.params, chrono::Utc::now()).unwrap();
+            let call = webhook::call_params(&cb.params).unwrap();
+            CallCommand::RecordTwilioStatus {
+                open: Some(CallOpening {
+                    call_id: "call_1".into(),
+                    establishment_id: "est_1".into(),
+                    direction: call.direction,
+                    call_sid: Some(call.call_sid),
+                    from: call.from,
+                    to: call.to,
+                    agent_id: None,
+                    agent_version_id: None,
+                    opened_by: OpenedBy::StatusCallback,
+                    at: parsed.at(),
+                }),
+                callback: parsed,
+            }
+        })
+        .collect();
+    assert_eq!(commands.len(), 4);
+    let fold = |order: &[usize]| {
+        let mut state = Call::default();
+        for i in order {
+            for e in state.decide(commands[*i].clone()).unwrap() {
+                cqrs_es::Aggregate::apply(&mut state, e);
+            }
+        }
+        state
+    };
+    let in_order = fold(&[0, 1, 2, 3]);
+    assert_eq!(in_order.status, CallStatus::Completed);
+    assert_eq!(in_order.direction, Some(Direction::Outbound));
+    assert_eq!(in_order.duration_seconds, Some(95));
+    assert_eq!(in_order.answered_by, Some(AnsweredBy::Human));
+    let shuffled_twice = fold(&[3, 1, 3, 0, 2, 2, 1, 0]);
+    assert_eq!(shuffled_twice.status, in_order.status);
+    assert_eq!(shuffled_twice.duration_seconds, in_order.duration_seconds);
+    assert_eq!(shuffled_twice.answered_by, in_order.answered_by);
+    assert_eq!(shuffled_twice.twilio, in_order.twilio);
+}
