@@ -2985,6 +2985,7 @@ mod tests {
         assert_eq!(call.runtime.segments, 10_000);
         // Only the counter's digits grow (1 → 10000).
         assert!(size <= size_after_first + 4, "{size_after_first} → {size}");
+        eprintln!("state after 1 segment: {size_after_first} bytes, after 10,000: {size} bytes");
         assert!(size < 2048, "state is {size} bytes");
     }
 
