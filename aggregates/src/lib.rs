@@ -3,6 +3,7 @@
 //! and hashes arrive inside commands, side effects happen in the api crate's workers.
 
 pub mod agent;
+pub mod call;
 pub mod common;
 pub mod establishment;
 pub mod invitation;

@@ -276,4 +276,33 @@ mod domain_errors {
             }
         }
     }
+
+    impl DomainError for aggregates::call::CallError {
+        fn status(&self) -> StatusCode {
+            use aggregates::call::CallError as Ca;
+            match self {
+                // A source of another establishment learns nothing about the call.
+                Ca::NotFound | Ca::EstablishmentMismatch => StatusCode::NOT_FOUND,
+                _ => StatusCode::CONFLICT,
+            }
+        }
+        fn code(&self) -> &'static str {
+            use aggregates::call::CallError as Ca;
+            match self {
+                Ca::NotFound | Ca::EstablishmentMismatch => "not_found",
+                Ca::AlreadyExists => "already_exists",
+                Ca::CallSidMismatch { .. } => "call_sid_mismatch",
+                Ca::NotOutbound => "not_outbound",
+                Ca::PlacementAlreadyRequested => "placement_already_requested",
+                Ca::PlacementNotRequested => "placement_not_requested",
+                Ca::AlreadyPlaced => "already_placed",
+                Ca::CallEnded => "call_ended",
+                Ca::NotInProgress { .. } => "call_not_in_progress",
+                Ca::HandoffAlreadyInProgress => "handoff_in_progress",
+                Ca::NoHandoffRequested => "no_handoff_requested",
+                Ca::NoProviderCallSid => "call_not_placed",
+                Ca::NotOverdue { .. } => "not_overdue",
+            }
+        }
+    }
 }

@@ -11,3 +11,4 @@ pub mod ids;
 pub mod mail;
 pub mod store;
 pub mod telemetry;
+pub mod twilio;

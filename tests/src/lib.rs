@@ -7,6 +7,7 @@
 pub mod app;
 pub mod db;
 pub mod smtp;
+pub mod twilio;
 
 pub use app::{Json, TestApp};
 

@@ -9,3 +9,4 @@ mod projector;
 mod store;
 mod telephony;
 mod tenancy;
+mod twilio;
