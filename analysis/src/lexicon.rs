@@ -6,9 +6,9 @@
 //! (lowercase, no accents, no apostrophes) and may be phrases of up to [`MAX_PHRASE`] words;
 //! the longest phrase wins. Every entry is hand-written for this project.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use crate::hash::FxHashMap;
 use crate::text::{fold, Lang};
 
 /// Longest phrase, in words.
@@ -53,9 +53,9 @@ struct Entry {
 
 /// The compiled lexicon.
 pub struct Lexicon {
-    entries: HashMap<String, Vec<Entry>>,
+    entries: FxHashMap<String, Vec<Entry>>,
     /// Longest key (in words) starting with each first word, to bound phrase matching.
-    longest_from: HashMap<String, usize>,
+    longest_from: FxHashMap<String, usize>,
 }
 
 static LEXICON: LazyLock<Lexicon> = LazyLock::new(Lexicon::build);
@@ -114,7 +114,7 @@ impl Lexicon {
     }
 
     fn build() -> Lexicon {
-        let mut entries: HashMap<String, Vec<Entry>> = HashMap::new();
+        let mut entries: FxHashMap<String, Vec<Entry>> = FxHashMap::default();
         let mut add = |key: &str, kind: Kind, lang: Lang, strict: bool| {
             let key = fold(key);
             let list = entries.entry(key.clone()).or_default();
@@ -197,7 +197,7 @@ impl Lexicon {
                 }
             }
         }
-        let mut longest_from: HashMap<String, usize> = HashMap::new();
+        let mut longest_from: FxHashMap<String, usize> = FxHashMap::default();
         for key in entries.keys() {
             let mut words = key.split(' ');
             let first = words.next().unwrap_or_default();

@@ -6,13 +6,18 @@
 //! crate feed it transcript segments and record what it returns as events, so a rebuild of the
 //! read models replays those events instead of recomputing them. See `docs/sentiment.md`.
 
+pub mod call;
 pub mod eval;
+mod hash;
 pub mod lexicon;
 pub mod sentiment;
+pub mod summary;
 pub mod text;
 
+pub use call::{CallSentiment, WindowScore};
 pub use sentiment::{analyse_utterance, score_utterance, Analysis};
 use serde::{Deserialize, Serialize};
+pub use summary::{summarize, Intent, Summary, SummarySentence};
 
 pub use text::Lang;
 
@@ -132,7 +137,8 @@ pub struct Score {
 impl Score {
     /// A score from a polarity and a confidence, rounded for stable serialisation.
     pub fn new(polarity: f64, confidence: f64) -> Score {
-        let score = (polarity.clamp(-1.0, 1.0) * 1000.0).round() / 1000.0;
+        // `+ 0.0` turns a rounded -0.0 into 0.0.
+        let score = (polarity.clamp(-1.0, 1.0) * 1000.0).round() / 1000.0 + 0.0;
         Score {
             score,
             label: Label::from_polarity(score),

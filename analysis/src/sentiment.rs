@@ -2,12 +2,28 @@
 //! intensifiers, contrast, wishes, questions, emphasis and a few call-centre patterns (churn,
 //! waiting times, outages, repeat contacts), and squashes the sum into a polarity in [-1, 1].
 
+use std::sync::LazyLock;
+
+use crate::hash::FxHashMap;
 use crate::lexicon::{Kind, Lexicon};
 use crate::text::{detect_lang, tokenize, Lang, Token};
 use crate::{Label, Score, NEUTRAL_BAND};
 
-/// Utterances are cut to this many tokens; a transcript segment is far shorter.
+/// Utterances are cut to this many bytes and then tokens; a transcript segment is far shorter.
+pub const MAX_BYTES: usize = 16 * 1024;
 pub const MAX_TOKENS: usize = 2_000;
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a char boundary.
+fn clip_bytes(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// The squashing constant: polarity = sum / sqrt(sum² + ALPHA). With 15, one clear word
 /// (valence ≥ 0.8) is enough to leave the neutral band; a weak cue alone is not.
@@ -40,6 +56,7 @@ pub fn score_utterance(text: &str, lang_hint: Option<&str>) -> Score {
 
 /// Scores one utterance and reports what it found; see [`score_utterance`].
 pub fn analyse_utterance(text: &str, prior: Option<Lang>) -> Analysis {
+    let text = clip_bytes(text, MAX_BYTES);
     let mut tokens = tokenize(text);
     tokens.truncate(MAX_TOKENS);
     let lang = detect_lang(text, &tokens, prior);
@@ -158,9 +175,7 @@ fn contributions(tokens: &[Token], units: &[Unit], lang: Lang) -> Vec<Contributi
     let mut items: Vec<Item> = Vec::new();
     for (idx, u) in units.iter().enumerate() {
         if let Some(Kind::Sentiment { valence, negated }) = u.kind {
-            if word(u).is_some_and(|w| PROBLEM_NOUNS.contains(&w))
-                && resolved_before(units, idx, &word)
-            {
+            if word(u).is_some_and(|w| is(w, PROBLEM_NOUNS)) && resolved_before(units, idx, &word) {
                 // "fixed my problem", "resolveu o meu problema": the problem is the object.
                 continue;
             }
@@ -317,7 +332,7 @@ fn sarcasm<'a>(
             zone_end = Some(idx + 1);
             continue;
         }
-        let filler = word(u).is_some_and(|w| INTERJECTION_FILLERS.contains(&w));
+        let filler = word(u).is_some_and(|w| is(w, INTERJECTION_FILLERS));
         let is_praise = matches!(u.kind, Some(Kind::Sentiment { valence, .. }) if valence >= 1.5);
         praise |= is_praise;
         if !(filler || is_praise) {
@@ -336,10 +351,62 @@ fn sarcasm<'a>(
     }
 }
 
-const INTERJECTION_FILLERS: &[&str] = &["oh", "well", "yeah", "just", "ah", "oh,", "ok", "okay"];
+/// Bits of the word lists the patterns use, so each check is one hash lookup.
+const PROBLEM_NOUNS: u32 = 1 << 0;
+const RESOLUTION_VERBS: u32 = 1 << 1;
+const INTERJECTION_FILLERS: u32 = 1 << 2;
+const CANCEL_VERBS: u32 = 1 << 3;
+const CHURN_OBJECTS: u32 = 1 << 4;
+const NUMBER_WORDS: u32 = 1 << 5;
+const SINGULAR_COUNTS: u32 = 1 << 6;
+const DURATION_UNITS: u32 = 1 << 7;
+const DURATION_CUES: u32 = 1 << 8;
+const SERVICE_NOUNS: u32 = 1 << 9;
+const OUTAGE_MARKERS: u32 = 1 << 10;
+const REPEAT_COUNTS: u32 = 1 << 11;
+const REPEAT_UNITS: u32 = 1 << 12;
+const ORDINALS: u32 = 1 << 13;
+const ORDINAL_UNITS: u32 = 1 << 14;
+
+static PATTERN_WORDS: LazyLock<FxHashMap<&'static str, u32>> = LazyLock::new(|| {
+    let mut map: FxHashMap<&'static str, u32> = FxHashMap::default();
+    for (list, bit) in [
+        (PROBLEM_NOUNS_LIST, PROBLEM_NOUNS),
+        (RESOLUTION_VERBS_LIST, RESOLUTION_VERBS),
+        (INTERJECTION_FILLERS_LIST, INTERJECTION_FILLERS),
+        (CANCEL_VERBS_LIST, CANCEL_VERBS),
+        (CHURN_OBJECTS_LIST, CHURN_OBJECTS),
+        (NUMBER_WORDS_LIST, NUMBER_WORDS),
+        (SINGULAR_COUNTS_LIST, SINGULAR_COUNTS),
+        (DURATION_UNITS_LIST, DURATION_UNITS),
+        (DURATION_CUES_LIST, DURATION_CUES),
+        (SERVICE_NOUNS_LIST, SERVICE_NOUNS),
+        (OUTAGE_MARKERS_LIST, OUTAGE_MARKERS),
+        (REPEAT_COUNTS_LIST, REPEAT_COUNTS),
+        (REPEAT_UNITS_LIST, REPEAT_UNITS),
+        (ORDINALS_LIST, ORDINALS),
+        (ORDINAL_UNITS_LIST, ORDINAL_UNITS),
+    ] {
+        for w in list {
+            *map.entry(*w).or_default() |= bit;
+        }
+    }
+    map
+});
+
+fn word_bits(word: &str) -> u32 {
+    PATTERN_WORDS.get(word).copied().unwrap_or(0)
+}
+
+fn is(word: &str, list: u32) -> bool {
+    word_bits(word) & list != 0
+}
+
+const INTERJECTION_FILLERS_LIST: &[&str] =
+    &["oh", "well", "yeah", "just", "ah", "oh,", "ok", "okay"];
 
 /// Nouns naming a fault, neutralised when a resolution verb governs them.
-const PROBLEM_NOUNS: &[&str] = &[
+const PROBLEM_NOUNS_LIST: &[&str] = &[
     "problem",
     "problems",
     "issue",
@@ -349,7 +416,7 @@ const PROBLEM_NOUNS: &[&str] = &[
     "problemas",
     "error",
 ];
-const RESOLUTION_VERBS: &[&str] = &[
+const RESOLUTION_VERBS_LIST: &[&str] = &[
     "solve",
     "solves",
     "solved",
@@ -390,10 +457,10 @@ fn resolved_before<'a>(
         .iter()
         .filter(|u| u.clause == clause)
         .filter_map(word)
-        .any(|w| RESOLUTION_VERBS.contains(&w))
+        .any(|w| is(w, RESOLUTION_VERBS))
 }
 
-const CANCEL_VERBS: &[&str] = &[
+const CANCEL_VERBS_LIST: &[&str] = &[
     "cancel",
     "cancelling",
     "canceling",
@@ -407,7 +474,7 @@ const CANCEL_VERBS: &[&str] = &[
     "cancelem",
     "cancelen",
 ];
-const CHURN_OBJECTS: &[&str] = &[
+const CHURN_OBJECTS_LIST: &[&str] = &[
     "account",
     "subscription",
     "contract",
@@ -431,21 +498,21 @@ const CHURN_OBJECTS: &[&str] = &[
     "poliza",
     "apolice",
 ];
-const NUMBER_WORDS: &[&str] = &[
+const NUMBER_WORDS_LIST: &[&str] = &[
     "a", "an", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
     "fifteen", "twenty", "thirty", "forty", "fifty", "sixty", "ninety", "half", "several",
     "couple", "few", "um", "uma", "dois", "duas", "tres", "quatro", "cinco", "seis", "dez",
     "quinze", "vinte", "trinta", "quarenta", "meia", "un", "una", "dos", "cuatro", "diez",
     "veinte", "treinta", "cuarenta", "media", "varios", "varias", "vários",
 ];
-const SINGULAR_COUNTS: &[&str] = &[
+const SINGULAR_COUNTS_LIST: &[&str] = &[
     "a", "an", "one", "half", "um", "uma", "un", "una", "meia", "media",
 ];
-const DURATION_UNITS: &[&str] = &[
+const DURATION_UNITS_LIST: &[&str] = &[
     "minutes", "mins", "minute", "hour", "hours", "hrs", "day", "days", "week", "weeks", "minutos",
     "minuto", "hora", "horas", "dia", "dias", "semana", "semanas",
 ];
-const DURATION_CUES: &[&str] = &[
+const DURATION_CUES_LIST: &[&str] = &[
     "been",
     "waiting",
     "wait",
@@ -481,7 +548,7 @@ const ALL_DAY: &[&str] = &[
     "toda la manana",
     "toda la tarde",
 ];
-const SERVICE_NOUNS: &[&str] = &[
+const SERVICE_NOUNS_LIST: &[&str] = &[
     "internet",
     "signal",
     "service",
@@ -509,17 +576,17 @@ const SERVICE_NOUNS: &[&str] = &[
     "cobertura",
     "gas",
 ];
-const OUTAGE_MARKERS: &[&str] = &["without", "no", "sem", "sin"];
-const REPEAT_COUNTS: &[&str] = &[
+const OUTAGE_MARKERS_LIST: &[&str] = &["without", "no", "sem", "sin"];
+const REPEAT_COUNTS_LIST: &[&str] = &[
     "two", "three", "four", "five", "six", "several", "many", "multiple", "duas", "dois", "tres",
     "quatro", "cinco", "varias", "varios", "muitas", "dos", "cuatro", "muchas",
 ];
-const REPEAT_UNITS: &[&str] = &["times", "vezes", "veces"];
-const ORDINALS: &[&str] = &[
+const REPEAT_UNITS_LIST: &[&str] = &["times", "vezes", "veces"];
+const ORDINALS_LIST: &[&str] = &[
     "second", "third", "fourth", "fifth", "sixth", "segunda", "terceira", "quarta", "tercera",
     "cuarta", "quinta",
 ];
-const ORDINAL_UNITS: &[&str] = &["time", "vez"];
+const ORDINAL_UNITS_LIST: &[&str] = &["time", "vez"];
 
 /// Call-centre patterns spanning several words, each at most once per utterance.
 fn patterns<'a>(
@@ -530,6 +597,8 @@ fn patterns<'a>(
     let mut items = Vec::new();
     let w = |i: usize| units.get(i).and_then(word);
     let same_clause = |a: usize, b: usize| units[a].clause == units[b].clause;
+    let bits: Vec<u32> = units.iter().map(|u| word(u).map_or(0, word_bits)).collect();
+    let b = |i: usize| bits.get(i).copied().unwrap_or(0);
     let mut churn = false;
     let mut waited = false;
     let mut outage = false;
@@ -537,10 +606,10 @@ fn patterns<'a>(
     for i in 0..units.len() {
         let Some(here) = w(i) else { continue };
         // Churn: "cancel my account", "cancelar a minha assinatura".
-        if !churn && CANCEL_VERBS.contains(&here) {
+        if !churn && b(i) & CANCEL_VERBS != 0 {
             let object = (i + 1..units.len().min(i + 5))
                 .take_while(|&j| same_clause(i, j))
-                .any(|j| w(j).is_some_and(|x| CHURN_OBJECTS.contains(&x)));
+                .any(|j| b(j) & CHURN_OBJECTS != 0);
             if object {
                 churn = true;
                 items.push(Item {
@@ -553,10 +622,10 @@ fn patterns<'a>(
         }
         // Waiting time: "on hold for an hour", "há mais de uma hora", "llevo una hora".
         if !waited {
-            let duration = (NUMBER_WORDS.contains(&here)
-                || here.chars().all(|c| c.is_ascii_digit()))
+            let duration = (b(i) & NUMBER_WORDS != 0 || here.chars().all(|c| c.is_ascii_digit()))
                 && (i + 1..units.len().min(i + 3))
-                    .find_map(|j| w(j).filter(|x| DURATION_UNITS.contains(x)))
+                    .find(|&j| b(j) & DURATION_UNITS != 0)
+                    .and_then(w)
                     .is_some_and(|unit| {
                         // A bare singular unit needs a singular count ("an hour").
                         !matches!(
@@ -569,22 +638,18 @@ fn patterns<'a>(
                                 | "dia"
                                 | "semana"
                                 | "minuto"
-                        ) || SINGULAR_COUNTS.contains(&here)
+                        ) || b(i) & SINGULAR_COUNTS != 0
                     });
             let all_day = ALL_DAY.iter().any(|p| {
-                let n = p.split(' ').count();
-                (0..n).all(|k| w(i + k).is_some()) && {
-                    let joined: Vec<&str> = (0..n).filter_map(|k| w(i + k)).collect();
-                    joined.join(" ") == *p
-                }
+                p.split(' ')
+                    .enumerate()
+                    .all(|(k, part)| w(i + k) == Some(part))
             });
             if duration || all_day {
                 let sentence = units[i].sentence;
-                let cue = units
-                    .iter()
-                    .filter(|u| u.sentence == sentence)
-                    .filter_map(word)
-                    .any(|x| DURATION_CUES.contains(&x) && !(lang == Lang::Pt && x == "no"));
+                let cue = (0..units.len())
+                    .filter(|&j| units[j].sentence == sentence && b(j) & DURATION_CUES != 0)
+                    .any(|j| !(lang == Lang::Pt && w(j) == Some("no")));
                 if cue {
                     waited = true;
                     items.push(Item {
@@ -598,11 +663,11 @@ fn patterns<'a>(
         }
         // Outage: "no signal", "sem internet", "sin señal".
         if !outage
-            && OUTAGE_MARKERS.contains(&here)
+            && b(i) & OUTAGE_MARKERS != 0
             && !(lang == Lang::Pt && here == "no")
             && (i + 1..units.len().min(i + 4))
                 .take_while(|&j| same_clause(i, j))
-                .any(|j| w(j).is_some_and(|x| SERVICE_NOUNS.contains(&x)))
+                .any(|j| b(j) & SERVICE_NOUNS != 0)
         {
             outage = true;
             items.push(Item {
@@ -614,12 +679,10 @@ fn patterns<'a>(
         }
         // Repeat contact: "three times", "tres veces", "third time", "terceira vez".
         if !repeated {
-            let next = w(i + 1);
-            let count = (REPEAT_COUNTS.contains(&here)
+            let count = (b(i) & REPEAT_COUNTS != 0
                 || here.parse::<u32>().is_ok_and(|n| (2..100).contains(&n)))
-                && next.is_some_and(|x| REPEAT_UNITS.contains(&x));
-            let ordinal =
-                ORDINALS.contains(&here) && next.is_some_and(|x| ORDINAL_UNITS.contains(&x));
+                && b(i + 1) & REPEAT_UNITS != 0;
+            let ordinal = b(i) & ORDINALS != 0 && b(i + 1) & ORDINAL_UNITS != 0;
             if count || ordinal {
                 repeated = true;
                 items.push(Item {
@@ -874,6 +937,15 @@ mod tests {
             assert!((0.0..=1.0).contains(&r.confidence), "{text}");
         }
         assert_eq!(s("").label, Label::Neutral);
+    }
+
+    #[test]
+    fn clipping_respects_char_boundaries() {
+        // "ã" takes bytes 1..3.
+        assert_eq!(clip_bytes("não", 2), "n");
+        assert_eq!(clip_bytes("não", 3), "nã");
+        assert_eq!(clip_bytes("não", 4), "não");
+        assert_eq!(clip_bytes("ok", 10), "ok");
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! Text handling shared by the sentiment model and the summariser: accent folding, tokenising,
 //! sentence splitting and a cheap language guess among the supported languages.
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
+
+use crate::hash::FxHashMap;
 
 /// A language the lexicon covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,6 +45,9 @@ impl Lang {
 /// Lowercases and removes diacritics from Latin letters (`não` → `nao`, `Señal` → `senal`), so
 /// speech recognisers that drop accents and those that keep them match the same entries.
 pub fn fold(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
+    }
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         for l in c.to_lowercase() {
@@ -157,6 +164,21 @@ const ES_MARKERS: &[&str] = &[
     "puede", "favor", "quisiera", "mucho", "muchas", "todo",
 ];
 
+/// For each marker word, one bit per language that uses it.
+static MARKERS: LazyLock<FxHashMap<&'static str, u8>> = LazyLock::new(|| {
+    let mut map: FxHashMap<&'static str, u8> = FxHashMap::default();
+    for (lang, list) in [
+        (Lang::En, EN_MARKERS),
+        (Lang::Pt, PT_MARKERS),
+        (Lang::Es, ES_MARKERS),
+    ] {
+        for w in list {
+            *map.entry(*w).or_default() |= 1 << lang.index();
+        }
+    }
+    map
+});
+
 /// Guesses the language of an utterance among the supported ones, by counting function words
 /// and a few letters only one language uses. `prior` (the establishment's locale) breaks ties
 /// and wins for utterances too short to tell (`Okay.`). Without evidence or prior: English.
@@ -173,24 +195,15 @@ pub fn detect_lang(text: &str, tokens: &[Token], prior: Option<Lang>) -> Lang {
         }
     }
     for t in tokens.iter().filter(|t| t.is_word()) {
-        let w = t.text.as_str();
-        let en = EN_MARKERS.contains(&w);
-        let pt = PT_MARKERS.contains(&w);
-        let es = ES_MARKERS.contains(&w);
-        // A word several languages share counts for each, split.
-        let n = en as u8 + pt as u8 + es as u8;
-        if n == 0 {
+        let Some(&bits) = MARKERS.get(t.text.as_str()) else {
             continue;
-        }
-        let share = 1.0 / n as f32;
-        if en {
-            votes[0] += share;
-        }
-        if pt {
-            votes[1] += share;
-        }
-        if es {
-            votes[2] += share;
+        };
+        // A word several languages share counts for each, split.
+        let share = 1.0 / bits.count_ones() as f32;
+        for lang in Lang::ALL {
+            if bits & (1 << lang.index()) != 0 {
+                votes[lang.index()] += share;
+            }
         }
     }
     let mut best = prior.unwrap_or(Lang::En);
