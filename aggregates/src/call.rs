@@ -830,6 +830,12 @@ pub enum CallCommand {
         origin: RuntimeOrigin,
         event: RuntimeEvent,
     },
+    /// Twilio's recording-status callback: a provider-side recording finished.
+    RecordProviderRecording {
+        recording_sid: String,
+        recording: RecordingRef,
+        at: DateTime<Utc>,
+    },
     /// The sentiment worker's result for the first `segments_considered` segments.
     RecordSentiment {
         label: SentimentLabel,
@@ -1591,6 +1597,20 @@ impl Call {
             } => {
                 d.open_or_merge(&open)?;
                 self.ingest(&mut d, open, origin, event);
+            }
+            C::RecordProviderRecording {
+                recording_sid,
+                recording,
+                at,
+            } => {
+                d.emit(E::RecordingAvailable {
+                    origin: RuntimeOrigin {
+                        runtime_id: "twilio".into(),
+                        event_id: recording_sid,
+                        occurred_at: at,
+                    },
+                    recording,
+                });
             }
             C::RecordSentiment {
                 label,

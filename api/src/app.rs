@@ -37,6 +37,15 @@ pub struct Inner {
     pub projectors: Arc<Projectors>,
     /// The phone-number routing model in memory (kept current by the `routing` projector).
     pub routing: Arc<RoutingIndex>,
+    /// CallSid → call id.
+    pub calls: crate::calls::CallDirectory,
+    /// Twilio's REST API, when an account is configured.
+    pub twilio: Option<Arc<crate::twilio::client::TwilioClient>>,
+    /// Queue of outbound calls to place.
+    pub placer: crate::calls::workers::Placer,
+    placer_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// Key of short-lived signed links (recordings).
+    pub link_key: Vec<u8>,
 }
 
 /// Shared state of the server and its workers.
@@ -81,6 +90,7 @@ pub fn projections_feeding(routing: Arc<RoutingIndex>) -> Vec<Arc<dyn Projection
         Arc::new(projections::identity::IdentityProjection),
         Arc::new(projections::agents::AgentsProjection),
         Arc::new(projections::routing::RoutingProjection::new(routing)),
+        Arc::new(projections::calls::CallsProjection),
     ]
 }
 
@@ -181,8 +191,26 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             ..ProjectorConfig::default()
         },
     ));
+    let jwt_key = jwt_secret(&config)?;
+    let twilio = crate::twilio::client::TwilioClient::from_config(&config)
+        .map_err(|e| anyhow::anyhow!("Twilio configuration: {e}"))?
+        .map(Arc::new);
+    let (placer, placer_rx) = crate::calls::workers::Placer::channel();
+    let link_key = {
+        use sha2::Digest;
+        sha2::Sha256::new()
+            .chain_update(b"signed-links")
+            .chain_update(&jwt_key)
+            .finalize()
+            .to_vec()
+    };
     Ok(AppState(Arc::new(Inner {
-        jwt: JwtKeys::new(&jwt_secret(&config)?),
+        jwt: JwtKeys::new(&jwt_key),
+        calls: Default::default(),
+        twilio,
+        placer,
+        placer_rx: parking_lot::Mutex::new(Some(placer_rx)),
+        link_key,
         bus: CommandBus::new(store),
         throttle: LoginThrottle::default(),
         metrics: metrics_handle(),
@@ -211,6 +239,17 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             .clone()
             .run_refresher(state.pool.clone(), ROUTING_RELOAD_EVERY),
     ));
+    if let Some(rx) = state.placer_rx.lock().take() {
+        tasks.push(tokio::spawn(crate::calls::workers::run_placer(
+            state.clone(),
+            rx,
+        )));
+    }
+    tasks.push(tokio::spawn(crate::calls::workers::run_reaper(
+        state.clone(),
+        Duration::from_secs(state.config.call_reaper_interval_seconds.max(1)),
+        state.config.call_reaper_grace_seconds,
+    )));
     bootstrap_admin(&state).await?;
     let listener = TcpListener::bind(listen)
         .await

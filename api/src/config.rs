@@ -117,6 +117,24 @@ pub struct Config {
     )]
     pub database_max_connections: u32,
 
+    /// How often the reaper looks for calls that never got a terminal status (seconds).
+    #[arg(
+        long,
+        env = "CALL_REAPER_INTERVAL_SECONDS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub call_reaper_interval_seconds: u64,
+
+    /// Grace after a call's maximum duration before the reaper ends it (seconds).
+    #[arg(
+        long,
+        env = "CALL_REAPER_GRACE_SECONDS",
+        default_value_t = 120,
+        global = true
+    )]
+    pub call_reaper_grace_seconds: u32,
+
     /// Maximum size of a JSON request body, in bytes.
     #[arg(
         long,
@@ -173,6 +191,8 @@ impl Config {
             docker_host: None,
             log_format: None,
             projector_poll_ms: 100,
+            call_reaper_interval_seconds: 30,
+            call_reaper_grace_seconds: 120,
             database_max_connections: 16,
             max_body_bytes: 1_048_576,
         }

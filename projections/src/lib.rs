@@ -5,6 +5,7 @@
 //! tables; nothing here is written inline by the command path.
 
 pub mod agents;
+pub mod calls;
 pub mod event;
 pub mod identity;
 pub mod routing;

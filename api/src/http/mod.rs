@@ -4,11 +4,13 @@
 pub mod agents;
 pub mod audit;
 pub mod auth;
+pub mod calls;
 pub mod establishments;
 pub mod extract;
 pub mod health;
 pub mod openapi;
 pub mod telephony;
+pub mod twilio;
 pub mod users;
 
 use std::sync::Arc;
@@ -53,6 +55,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(audit::routes())
         .merge(agents::routes())
         .merge(telephony::routes())
+        .merge(calls::routes())
+        .merge(twilio::routes())
 }
 
 pub fn router(state: AppState) -> Router {

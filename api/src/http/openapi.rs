@@ -25,6 +25,8 @@ use crate::app::AppState;
         (name = "establishments", description = "Tenants and their settings"),
         (name = "users", description = "Members and roles"),
         (name = "audit", description = "The event log, for auditors"),
+        (name = "calls", description = "Active calls, history, details, transcript, recording, tool log; outbound calls and handoff"),
+        (name = "twilio", description = "Twilio webhooks (X-Twilio-Signature, no user auth)"),
         (name = "operations", description = "Probes and metrics"),
     )
 )]
