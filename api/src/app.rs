@@ -46,6 +46,12 @@ pub struct Inner {
     placer_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
     /// Key of short-lived signed links (recordings).
     pub link_key: Vec<u8>,
+    analysis: parking_lot::Mutex<
+        Option<(
+            Arc<crate::calls::analysis::AnalysisConsumer>,
+            tokio::sync::mpsc::UnboundedReceiver<String>,
+        )>,
+    >,
 }
 
 /// Shared state of the server and its workers.
@@ -182,8 +188,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let store = EventStore::new(pool.clone(), hub.clone());
     let mailer = Mailer::start(config.smtp_url.as_deref(), &config.mail_from)?;
     let routing = Arc::new(RoutingIndex::default());
+    let (analysis, analysis_rx) = crate::calls::analysis::AnalysisConsumer::new();
+    let mut running = projections_feeding(routing.clone());
+    running.push(analysis.clone());
     let projectors = Arc::new(Projectors::new(
-        projections_feeding(routing.clone()),
+        running,
         pool.clone(),
         hub.clone(),
         ProjectorConfig {
@@ -210,6 +219,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         twilio,
         placer,
         placer_rx: parking_lot::Mutex::new(Some(placer_rx)),
+        analysis: parking_lot::Mutex::new(Some((analysis, analysis_rx))),
         link_key,
         bus: CommandBus::new(store),
         throttle: LoginThrottle::default(),
@@ -243,6 +253,14 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         tasks.push(tokio::spawn(crate::calls::workers::run_placer(
             state.clone(),
             rx,
+        )));
+    }
+    if let Some((consumer, rx)) = state.analysis.lock().take() {
+        tasks.push(tokio::spawn(crate::calls::analysis::run(
+            state.clone(),
+            consumer,
+            rx,
+            state.config.analysis(),
         )));
     }
     tasks.push(tokio::spawn(crate::calls::workers::run_reaper(

@@ -135,6 +135,48 @@ pub struct Config {
     )]
     pub call_reaper_grace_seconds: u32,
 
+    /// A call's sentiment is recomputed at most this often while customer segments arrive
+    /// (milliseconds), and once more when it ends.
+    #[arg(
+        long,
+        env = "SENTIMENT_INTERVAL_MS",
+        default_value_t = 3000,
+        global = true
+    )]
+    pub sentiment_interval_ms: u64,
+
+    /// Base URL of an OpenAI-compatible API for call summaries (e.g. https://api.openai.com/v1).
+    /// Unset: the embedded extractive summariser.
+    #[arg(long, env = "SUMMARY_LLM_BASE_URL", global = true)]
+    pub summary_llm_base_url: Option<String>,
+
+    /// Model for LLM summaries.
+    #[arg(
+        long,
+        env = "SUMMARY_LLM_MODEL",
+        default_value = "gpt-4.1-mini",
+        global = true
+    )]
+    pub summary_llm_model: String,
+
+    /// API key for LLM summaries.
+    #[arg(
+        long,
+        env = "SUMMARY_LLM_API_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub summary_llm_api_key: Option<String>,
+
+    /// Timeout of an LLM summary request (milliseconds); the extractive summary is used after it.
+    #[arg(
+        long,
+        env = "SUMMARY_LLM_TIMEOUT_MS",
+        default_value_t = 6000,
+        global = true
+    )]
+    pub summary_llm_timeout_ms: u64,
+
     /// Maximum size of a JSON request body, in bytes.
     #[arg(
         long,
@@ -170,6 +212,22 @@ impl Config {
         Duration::from_millis(self.projector_poll_ms.max(5))
     }
 
+    /// Settings of the sentiment and summary workers.
+    pub fn analysis(&self) -> crate::calls::analysis::AnalysisConfig {
+        crate::calls::analysis::AnalysisConfig {
+            sentiment_interval: Duration::from_millis(self.sentiment_interval_ms),
+            llm: self
+                .summary_llm_base_url
+                .as_ref()
+                .map(|base| crate::calls::analysis::LlmConfig {
+                    base_url: base.clone(),
+                    model: self.summary_llm_model.clone(),
+                    api_key: self.summary_llm_api_key.clone(),
+                    timeout: Duration::from_millis(self.summary_llm_timeout_ms.max(100)),
+                }),
+        }
+    }
+
     /// A configuration for tests and tools: every optional service off.
     pub fn for_database(database_url: &str) -> Self {
         Self {
@@ -192,6 +250,11 @@ impl Config {
             log_format: None,
             projector_poll_ms: 100,
             call_reaper_interval_seconds: 30,
+            sentiment_interval_ms: 3000,
+            summary_llm_base_url: None,
+            summary_llm_model: "gpt-4.1-mini".into(),
+            summary_llm_api_key: None,
+            summary_llm_timeout_ms: 6000,
             call_reaper_grace_seconds: 120,
             database_max_connections: 16,
             max_body_bytes: 1_048_576,

@@ -2,6 +2,7 @@
 //! workers that talk to Twilio (placement, handoff, reaper). Webhooks, the REST API and runtime
 //! ingestion all go through here, so every source of a call meets in one stream.
 
+pub mod analysis;
 pub mod workers;
 
 use std::collections::HashMap;
