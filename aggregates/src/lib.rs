@@ -5,6 +5,7 @@
 pub mod common;
 pub mod establishment;
 pub mod invitation;
+pub mod runtime;
 pub mod upcast;
 pub mod user;
 
