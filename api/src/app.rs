@@ -34,6 +34,7 @@ pub struct Inner {
     pub mailer: Mailer,
     pub metrics: PrometheusHandle,
     pub projectors: Arc<Projectors>,
+    pub runtimes: crate::runtimes::Runtimes,
 }
 
 /// Shared state of the server and its workers.
@@ -68,7 +69,10 @@ impl AppState {
 
 /// Every projection this server maintains.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(projections::identity::IdentityProjection)]
+    vec![
+        Arc::new(projections::identity::IdentityProjection),
+        Arc::new(projections::runtimes::RuntimesProjection),
+    ]
 }
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -155,6 +159,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let hub = Hub::default();
     let store = EventStore::new(pool.clone(), hub.clone());
     let mailer = Mailer::start(config.smtp_url.as_deref(), &config.mail_from)?;
+    let runtimes = crate::runtimes::Runtimes::new(&config, &pool).await?;
     let projectors = Arc::new(Projectors::new(
         projections(),
         pool.clone(),
@@ -173,6 +178,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         pool,
         hub,
         projectors,
+        runtimes,
         config,
     })))
 }
@@ -183,6 +189,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let state = build_state(config).await?;
     let mut tasks = state.projectors.spawn();
     bootstrap_admin(&state).await?;
+    tasks.push(crate::runtimes::worker::spawn(state.clone()));
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

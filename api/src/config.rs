@@ -125,6 +125,10 @@ pub struct Config {
         global = true
     )]
     pub max_body_bytes: usize,
+
+    /// Runtime management (RUNTIME_*; see docs/runtimes.md).
+    #[command(flatten)]
+    pub runtime: crate::runtimes::RuntimeConfig,
 }
 
 impl Config {
@@ -175,6 +179,7 @@ impl Config {
             projector_poll_ms: 100,
             database_max_connections: 16,
             max_body_bytes: 1_048_576,
+            runtime: Default::default(),
         }
     }
 }

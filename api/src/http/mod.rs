@@ -7,6 +7,7 @@ pub mod establishments;
 pub mod extract;
 pub mod health;
 pub mod openapi;
+pub mod runtimes;
 pub mod users;
 
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(establishments::routes())
         .merge(users::routes())
         .merge(audit::routes())
+        .merge(runtimes::routes())
 }
 
 pub fn router(state: AppState) -> Router {

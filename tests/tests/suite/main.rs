@@ -5,5 +5,6 @@ mod auth;
 mod errors;
 mod ops;
 mod projector;
+mod runtimes;
 mod store;
 mod tenancy;
