@@ -7,6 +7,7 @@
 //! - `monitor` polls every runtime's `/readyz` and `/info` and reconciles with Docker by label.
 //! - `principal` authenticates runtimes by their token.
 
+pub mod bench;
 pub mod config;
 pub mod docker;
 pub mod monitor;

@@ -340,7 +340,9 @@ pub async fn check(state: &AppState, t: &Target) -> Health {
         },
     )
     .await;
-    sync_drain(state, t, reported_draining).await;
+    if info.is_some() {
+        sync_drain(state, t, reported_draining).await;
+    }
     Health {
         ready,
         issues,

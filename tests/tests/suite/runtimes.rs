@@ -865,3 +865,83 @@ async fn stop_after_drain_waits_for_active_calls_to_end() {
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert_eq!(runtime_of(&app, &root, &est).await["draining"], false);
 }
+
+#[tokio::test]
+async fn a_slow_starting_runtime_runs_unready_until_it_answers() {
+    let Some((_env, app, root)) = setup().await else {
+        return;
+    };
+    let est = app.create_establishment(&root, "Slow").await;
+    let rt = provision_ok(&app, &root, &est, json!({"SIM_STARTUP_DELAY_MS": "3000"})).await;
+    let r = app
+        .post(&format!("/runtimes/{rt}/start"), &root, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    // Running (Docker started it) but not answering yet: unready, and the issue says why.
+    let s = wait_for(
+        &app,
+        &root,
+        &rt,
+        "running unready",
+        Duration::from_secs(20),
+        |s| {
+            s["status"] == "running"
+                && s["ready_issues"][0]
+                    .as_str()
+                    .is_some_and(|i| i.contains("/readyz"))
+        },
+    )
+    .await;
+    assert_eq!(s["ready"], false, "{s}");
+    assert!(s["last_checked_at"].is_string(), "{s}");
+    wait_for(
+        &app,
+        &root,
+        &rt,
+        "ready",
+        Duration::from_secs(20),
+        running_and_ready,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_runtime_that_crashes_is_restarted_by_docker_and_becomes_ready_again() {
+    let Some((_env, app, root)) = setup().await else {
+        return;
+    };
+    let est = app.create_establishment(&root, "Crashy").await;
+    let rt = provision_ok(&app, &root, &est, json!({})).await;
+    start_and_wait_ready(&app, &root, &rt).await;
+    let base_url = runtime_of(&app, &root, &est).await["base_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sim(
+        &app,
+        &base_url,
+        "/admin/faults",
+        json!({"crash": true, "exit_code": 3}),
+    )
+    .await;
+    let name = format!("agent_rt_{est}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while inspect(&name)["RestartCount"].as_i64().unwrap_or(0) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "Docker did not restart the crashed runtime"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its in-memory state is gone with the crash: the fault is over and it is ready again.
+    wait_for(
+        &app,
+        &root,
+        &rt,
+        "ready again",
+        Duration::from_secs(15),
+        running_and_ready,
+    )
+    .await;
+    assert!(container_running(&name));
+}
