@@ -75,6 +75,14 @@ impl Runtimes {
     pub async fn new(config: &Config, pool: &PgPool) -> anyhow::Result<Self> {
         let rc = config.runtime.clone();
         rc.validate()?;
+        if let Some(template) = &rc.runtime_media_stream_url_template {
+            let sample = template
+                .replace("{establishment_id}", "est_x")
+                .replace("{runtime_id}", "rt_x")
+                .replace("{host_port}", "18080");
+            check_media_stream_url("RUNTIME_MEDIA_STREAM_URL_TEMPLATE", &sample)
+                .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        }
         let instance_id = instance_id(pool).await?;
         Ok(Self {
             control_plane_url: rc

@@ -531,9 +531,19 @@ async fn a_container_killed_outside_the_control_plane_shows_in_status_within_two
 
 #[tokio::test]
 async fn concurrent_provisions_for_different_establishments_get_distinct_ports() {
-    let Some((env, app, root)) = setup().await else {
+    let Some(env) = RuntimeEnv::acquire().await else {
         return;
     };
+    let app = env
+        .configure(TestApp::builder())
+        .config(|c| {
+            c.runtime.runtime_media_stream_url_template =
+                Some("wss://rt-{establishment_id}.example.com/media-stream".into());
+        })
+        .spawn()
+        .await;
+    env.track(&app.state().runtimes.instance_id);
+    let root = app.root_token().await;
     let mut ests = Vec::new();
     for i in 0..8 {
         ests.push(
@@ -566,6 +576,14 @@ async fn concurrent_provisions_for_different_establishments_get_distinct_ports()
             .await
             .unwrap();
     assert_eq!(claimed, 8);
+    // No media-stream URL given: derived from the template, never the loopback base URL.
+    assert_eq!(
+        runtime_of(&app, &root, &ests[0]).await["media_stream_url"],
+        format!(
+            "wss://rt-{}.example.com/media-stream",
+            ests[0].to_ascii_lowercase()
+        )
+    );
 }
 
 #[tokio::test]
