@@ -159,8 +159,9 @@ impl RuntimeEnv {
     }
 }
 
-impl Drop for RuntimeEnv {
-    fn drop(&mut self) {
+impl RuntimeEnv {
+    fn remove_tracked(&self) -> usize {
+        let mut removed = 0;
         for instance in self.instances.lock().iter() {
             let (_, ids) = docker(&[
                 "ps",
@@ -169,8 +170,18 @@ impl Drop for RuntimeEnv {
                 &format!("label=io.controlplane.instance={instance}"),
             ]);
             for id in ids.split_whitespace() {
-                docker(&["rm", "-f", id]);
+                removed += docker(&["rm", "-f", id]).0 as usize;
             }
         }
+        removed
+    }
+}
+
+impl Drop for RuntimeEnv {
+    fn drop(&mut self) {
+        self.remove_tracked();
+        // A create the worker had sent when the test ended still lands in Docker: sweep again.
+        std::thread::sleep(std::time::Duration::from_millis(750));
+        self.remove_tracked();
     }
 }

@@ -76,10 +76,7 @@ impl Runtimes {
         let rc = config.runtime.clone();
         rc.validate()?;
         if let Some(template) = &rc.runtime_media_stream_url_template {
-            let sample = template
-                .replace("{establishment_id}", "est_x")
-                .replace("{runtime_id}", "rt_x")
-                .replace("{host_port}", "18080");
+            let sample = expand_template(template, "rt_x", "est_x", 18080);
             check_media_stream_url("RUNTIME_MEDIA_STREAM_URL_TEMPLATE", &sample)
                 .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
         }
@@ -267,6 +264,18 @@ fn check_media_stream_url(field: &str, raw: &str) -> ApiResult<String> {
     Ok(url.to_string())
 }
 
+fn expand_template(
+    template: &str,
+    runtime_id: &str,
+    establishment_id: &str,
+    host_port: u16,
+) -> String {
+    template
+        .replace("{establishment_id}", establishment_id)
+        .replace("{runtime_id}", runtime_id)
+        .replace("{host_port}", &host_port.to_string())
+}
+
 fn media_stream_url(
     state: &AppState,
     given: Option<String>,
@@ -280,10 +289,7 @@ fn media_stream_url(
     let Some(template) = &state.runtimes.config.runtime_media_stream_url_template else {
         return Ok(None);
     };
-    let url = template
-        .replace("{establishment_id}", establishment_id)
-        .replace("{runtime_id}", runtime_id)
-        .replace("{host_port}", &host_port.to_string());
+    let url = expand_template(template, runtime_id, establishment_id, host_port);
     check_media_stream_url("RUNTIME_MEDIA_STREAM_URL_TEMPLATE", &url)
         .map(Some)
         .map_err(|e| ApiError::internal(format!("bad media-stream URL template: {}", e.message())))

@@ -576,6 +576,30 @@ async fn concurrent_provisions_for_different_establishments_get_distinct_ports()
             .await
             .unwrap();
     assert_eq!(claimed, 8);
+    // The worker creates every container (none is left half-made when the test ends).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM rm_runtimes WHERE pending_op IS NOT NULL")
+                .fetch_one(app.pool())
+                .await
+                .unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} containers never created"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let created: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM rm_runtimes WHERE status = 'created' AND container_id IS NOT NULL",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(created, 8);
     // No media-stream URL given: derived from the template, never the loopback base URL.
     assert_eq!(
         runtime_of(&app, &root, &ests[0]).await["media_stream_url"],
