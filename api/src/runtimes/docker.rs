@@ -65,6 +65,9 @@ pub enum DockerError {
     NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Docker refused the request as malformed (e.g. an invalid image reference).
+    #[error("invalid: {0}")]
+    Invalid(String),
     #[error("the Docker engine is unreachable: {0}")]
     Unavailable(String),
     #[error("Docker: {0}")]
@@ -141,6 +144,10 @@ fn classify(e: bollard::errors::Error) -> DockerError {
             status_code: 409,
             message,
         } => DockerError::Conflict(message),
+        E::DockerResponseServerError {
+            status_code: 400,
+            message,
+        } => DockerError::Invalid(message),
         E::DockerResponseServerError {
             status_code,
             message,

@@ -301,6 +301,7 @@ fn docker_error(e: DockerError) -> ApiError {
             "docker_unavailable",
             format!("the Docker engine is unreachable: {m}"),
         ),
+        DockerError::Invalid(m) => ApiError::validation("image", m),
         e => ApiError::internal(e),
     }
 }

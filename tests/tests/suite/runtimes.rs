@@ -233,6 +233,17 @@ async fn m1_admin_provisions_starts_stops_and_restarts_a_runtime_and_status_foll
     .await
     .unwrap();
     assert_eq!(leaks, 0, "a secret reached the database in clear");
+    let audit = app
+        .get(&format!("/audit/events?aggregate_id={rt}"), &root)
+        .await;
+    assert_eq!(audit.status, StatusCode::OK, "{}", audit.text);
+    let provisioned = &audit.body["items"][0]["payload"]["RuntimeProvisioned"]["spec"];
+    assert_eq!(provisioned["env_encrypted"], "[redacted]", "{}", audit.text);
+    assert_eq!(
+        audit.body["items"][1]["payload"]["ContainerCreated"]["token_hash"], "[redacted]",
+        "{}",
+        audit.text
+    );
 
     // Start: the API answers at once; status shows the transition to running and ready.
     let r = app
@@ -717,6 +728,8 @@ async fn a_missing_image_bad_input_and_a_second_provision_are_refused() {
         json!({"image": IMAGE, "media_stream_url": "ws://127.0.0.1:1/media"}),
         json!({"image": IMAGE, "extra": true}),
         json!({"image": ""}),
+        json!({"image": "UPPER-CASE:latest"}),
+        json!({"image": "a..b"}),
     ] {
         let r = provision(&app, &root, &est, body.clone()).await;
         assert_eq!(
