@@ -7,6 +7,7 @@ pub mod call;
 pub mod common;
 pub mod establishment;
 pub mod invitation;
+pub mod runtime;
 pub mod telephony;
 pub mod upcast;
 pub mod user;

@@ -52,6 +52,7 @@ pub struct Inner {
             tokio::sync::mpsc::UnboundedReceiver<String>,
         )>,
     >,
+    pub runtimes: crate::runtimes::Runtimes,
 }
 
 /// Shared state of the server and its workers.
@@ -96,6 +97,7 @@ pub fn projections_feeding(routing: Arc<RoutingIndex>) -> Vec<Arc<dyn Projection
         Arc::new(projections::identity::IdentityProjection),
         Arc::new(projections::agents::AgentsProjection),
         Arc::new(projections::routing::RoutingProjection::new(routing)),
+        Arc::new(projections::runtimes::RuntimesProjection),
         Arc::new(projections::calls::CallsProjection),
     ]
 }
@@ -187,6 +189,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let hub = Hub::default();
     let store = EventStore::new(pool.clone(), hub.clone());
     let mailer = Mailer::start(config.smtp_url.as_deref(), &config.mail_from)?;
+    let runtimes = crate::runtimes::Runtimes::new(&config, &pool).await?;
     let routing = Arc::new(RoutingIndex::default());
     let (analysis, analysis_rx) = crate::calls::analysis::AnalysisConsumer::new();
     let mut running = projections_feeding(routing.clone());
@@ -229,6 +232,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         hub,
         projectors,
         routing,
+        runtimes,
         config,
     })))
 }
@@ -269,6 +273,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         state.config.call_reaper_grace_seconds,
     )));
     bootstrap_admin(&state).await?;
+    tasks.push(crate::runtimes::worker::spawn(state.clone()));
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

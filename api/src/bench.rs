@@ -18,6 +18,9 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::ProjectionLag { events, writers } => {
             projection_lag(config, events, writers).await
         }
+        BenchCommand::RuntimeReady { runs, image } => {
+            crate::runtimes::bench::runtime_ready(config, runs, image).await
+        }
     }
 }
 

@@ -31,7 +31,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
-    /// Benchmarks of the event store (see docs/benchmarks.md).
+    /// Benchmarks of the event store (see docs/benchmarks.md) and of runtimes
+    /// (docs/runtimes.md).
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
@@ -69,6 +70,15 @@ pub enum BenchCommand {
         events: u64,
         #[arg(long, default_value_t = 16)]
         writers: u64,
+    },
+    /// Provision-to-ready time of a runtime on the local Docker engine: provisions and starts
+    /// one runtime per run (each in a new establishment) and waits for it to be ready.
+    RuntimeReady {
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        /// A local image implementing the runtime contract.
+        #[arg(long, default_value = "agent-runtime-sim:latest")]
+        image: String,
     },
 }
 

@@ -185,6 +185,10 @@ pub struct Config {
         global = true
     )]
     pub max_body_bytes: usize,
+
+    /// Runtime management (RUNTIME_*; see docs/runtimes.md).
+    #[command(flatten)]
+    pub runtime: crate::runtimes::RuntimeConfig,
 }
 
 impl Config {
@@ -258,6 +262,7 @@ impl Config {
             call_reaper_grace_seconds: 120,
             database_max_connections: 16,
             max_body_bytes: 1_048_576,
+            runtime: Default::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod event;
 pub mod identity;
 pub mod routing;
 pub mod runner;
+pub mod runtimes;
 
 pub use event::{Checkpoint, StoredEvent};
 pub use runner::{Hub, Projection, ProjectorConfig, Projectors};

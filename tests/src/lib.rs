@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod db;
+pub mod runtimes;
 pub mod smtp;
 pub mod twilio;
 

@@ -8,7 +8,9 @@ pub mod calls;
 pub mod establishments;
 pub mod extract;
 pub mod health;
+pub mod ingest;
 pub mod openapi;
+pub mod runtimes;
 pub mod telephony;
 pub mod twilio;
 pub mod users;
@@ -57,6 +59,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(telephony::routes())
         .merge(calls::routes())
         .merge(twilio::routes())
+        .merge(runtimes::routes())
+        .merge(ingest::routes())
 }
 
 pub fn router(state: AppState) -> Router {

@@ -26,6 +26,7 @@ use crate::app::AppState;
         (name = "users", description = "Members and roles"),
         (name = "audit", description = "The event log, for auditors"),
         (name = "calls", description = "Active calls, history, details, transcript, recording, tool log; outbound calls and handoff"),
+        (name = "ingest", description = "Runtime events (Appendix B), with the runtime token"),
         (name = "twilio", description = "Twilio webhooks (X-Twilio-Signature, no user auth)"),
         (name = "operations", description = "Probes and metrics"),
     )
@@ -43,6 +44,17 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "runtime",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "the runtime token given to the container as CONTROL_PLANE_TOKEN",
+                    ))
                     .build(),
             ),
         );

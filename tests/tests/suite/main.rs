@@ -6,6 +6,7 @@ mod auth;
 mod errors;
 mod ops;
 mod projector;
+mod runtimes;
 mod store;
 mod telephony;
 mod tenancy;

@@ -277,6 +277,10 @@ async fn rebuilt_read_models_equal_the_live_ones() {
     app.delete(&format!("/establishments/{}/users/{op}", ests[1]), &root)
         .await;
 
+    for (i, est) in ests.iter().enumerate() {
+        seed_runtime(&app, est, 1 + i as u16).await;
+    }
+
     app.state().projectors.catch_up().await.unwrap();
     for projection in control_plane::app::projections() {
         let live = dump(app.pool(), projection.tables()).await;
@@ -357,4 +361,55 @@ async fn seed_agents_and_telephony(app: &TestApp, admin: &str, est: &str) {
             }),
         )
         .await);
+}
+
+/// A runtime whose image does not exist: the worker's create fails, which records more events
+/// without starting any container. Returns once the worker is done with it.
+async fn seed_runtime(app: &TestApp, est: &str, host_port: u16) {
+    use aggregates::runtime::{Runtime, RuntimeCommand, RuntimeSpec};
+    use control_plane::store::{CommandContext, ExecOptions};
+    let id = control_plane::ids::new_id("rt");
+    let ctx = CommandContext::system("test-seed").in_establishment(est);
+    let spec = RuntimeSpec {
+        runtime_id: id.clone(),
+        establishment_id: est.to_string(),
+        image: "rebuild-test/never-built:none".into(),
+        container_name: format!("agent_rt_{est}"),
+        host_port,
+        base_url: format!("http://127.0.0.1:{host_port}"),
+        media_stream_url: None,
+        env_keys: vec![],
+        env_encrypted: None,
+    };
+    for command in [
+        RuntimeCommand::Provision(Box::new(spec)),
+        RuntimeCommand::Drain,
+        RuntimeCommand::Resume,
+    ] {
+        let outcome = app
+            .state()
+            .bus
+            .execute::<Runtime>(&id, command, &ctx, ExecOptions::default())
+            .await
+            .unwrap();
+        app.state().visible(&outcome).await;
+    }
+    app.state().runtimes.ops_wake.notify_one();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app
+        .state()
+        .bus
+        .load::<Runtime>(&id)
+        .await
+        .unwrap()
+        .0
+        .pending
+        .is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runtime worker never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -1,0 +1,399 @@
+//! Runtime instances (§7.4, Appendix A.4): provisioning, lifecycle intents, status, and the
+//! runtime-authenticated `/runtime/whoami`. Admins change runtimes; every member reads them;
+//! other establishments' runtimes answer 404.
+
+use std::collections::BTreeMap;
+
+use aggregates::common::Role;
+use aggregates::runtime::RuntimeCommand;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::http::{ApiJson, ReqId};
+use crate::runtimes::principal::RuntimePrincipal;
+use crate::runtimes::{self, ProvisionInput, ReconcileReport};
+use crate::store::{Actor, CommandContext};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_runtime, provision_runtime))
+        .routes(routes!(runtime_status))
+        .routes(routes!(start_runtime))
+        .routes(routes!(stop_runtime))
+        .routes(routes!(restart_runtime))
+        .routes(routes!(drain_runtime))
+        .routes(routes!(resume_runtime))
+        .routes(routes!(reconciliation))
+        .routes(routes!(whoami))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionRequest {
+    /// A Docker image present on the host (nothing is pulled).
+    pub image: String,
+    /// Extra environment for the container; values may be secrets: they are stored encrypted
+    /// and never returned. Names are `[A-Z_][A-Z0-9_]*` and cannot be the runtime contract's.
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Public ws(s):// URL Twilio media streams reach this runtime at. Default: from
+    /// RUNTIME_MEDIA_STREAM_URL_TEMPLATE, else none.
+    #[serde(default)]
+    pub media_stream_url: Option<String>,
+}
+
+/// Appendix A.4 provisioning answer.
+#[derive(Serialize, ToSchema)]
+pub struct ProvisionResponse {
+    pub id: String,
+    pub establishment_id: String,
+    pub status: String,
+    pub container_name: String,
+    pub base_url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentInfo {
+    pub active_calls: i64,
+    pub total_calls_handled: i64,
+}
+
+/// Appendix A.4 status.
+#[derive(Serialize, ToSchema)]
+pub struct RuntimeStatusView {
+    pub id: String,
+    /// created, starting, running, stopping, stopped, restarting, exited, missing or failed.
+    pub status: String,
+    /// Running and its `/readyz` says ready.
+    pub ready: bool,
+    pub ready_issues: Vec<String>,
+    /// Last health poll (null before the first).
+    pub last_checked_at: Option<DateTime<Utc>>,
+    /// From the runtime's `/info` (null before it first answered).
+    pub agent_info: Option<AgentInfo>,
+}
+
+/// Everything about a runtime (never its env values or token).
+#[derive(Serialize, ToSchema)]
+pub struct RuntimeView {
+    pub id: String,
+    pub establishment_id: String,
+    pub status: String,
+    pub ready: bool,
+    pub ready_issues: Vec<String>,
+    /// Takes no new calls (routing skips it); calls in progress go on.
+    pub draining: bool,
+    pub image: String,
+    pub container_name: String,
+    pub container_id: Option<String>,
+    pub host_port: i32,
+    pub base_url: String,
+    pub media_stream_url: Option<String>,
+    /// Names of the provisioning env variables (values are never returned).
+    pub env_keys: Vec<String>,
+    /// The Docker operation in progress, if any.
+    pub pending_operation: Option<String>,
+    pub last_error: Option<String>,
+    pub last_checked_at: Option<DateTime<Utc>>,
+    pub agent_info: Option<AgentInfo>,
+    pub agent_version: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub status_changed_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WhoAmI {
+    pub runtime_id: String,
+    pub establishment_id: String,
+}
+
+const SELECT: &str =
+    "SELECT r.id, r.establishment_id, r.status, r.ready, r.ready_issues, r.draining,
+        r.image, r.container_name, r.container_id, r.host_port, r.base_url, r.media_stream_url,
+        r.env_keys, r.pending_op, r.last_error, r.created_at, r.updated_at, r.status_changed_at,
+        h.checked_at, h.active_calls, h.total_calls_handled, h.version
+     FROM rm_runtimes r LEFT JOIN runtime_health h ON h.runtime_id = r.id";
+
+fn json_strings(row: &PgRow, col: &str) -> Vec<String> {
+    serde_json::from_value(row.get(col)).unwrap_or_default()
+}
+
+fn to_view(r: &PgRow) -> RuntimeView {
+    let status: String = r.get("status");
+    let running = status == "running";
+    let last_error: Option<String> = r.get("last_error");
+    let ready_issues = if running {
+        json_strings(r, "ready_issues")
+    } else {
+        let mut issues = vec![format!("runtime is not running (status: {status})")];
+        issues.extend(last_error.clone());
+        issues
+    };
+    let agent_info = match (
+        r.get::<Option<i64>, _>("active_calls"),
+        r.get::<Option<i64>, _>("total_calls_handled"),
+    ) {
+        (Some(a), Some(t)) => Some(AgentInfo {
+            active_calls: a,
+            total_calls_handled: t,
+        }),
+        _ => None,
+    };
+    RuntimeView {
+        id: r.get("id"),
+        establishment_id: r.get("establishment_id"),
+        ready: running && r.get::<bool, _>("ready"),
+        ready_issues,
+        status,
+        draining: r.get("draining"),
+        image: r.get("image"),
+        container_name: r.get("container_name"),
+        container_id: r.get("container_id"),
+        host_port: r.get("host_port"),
+        base_url: r.get("base_url"),
+        media_stream_url: r.get("media_stream_url"),
+        env_keys: json_strings(r, "env_keys"),
+        pending_operation: r.get("pending_op"),
+        last_error,
+        last_checked_at: r.get("checked_at"),
+        agent_info,
+        agent_version: r.get("version"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+        status_changed_at: r.get("status_changed_at"),
+    }
+}
+
+impl From<RuntimeView> for RuntimeStatusView {
+    fn from(v: RuntimeView) -> Self {
+        Self {
+            id: v.id,
+            status: v.status,
+            ready: v.ready,
+            ready_issues: v.ready_issues,
+            last_checked_at: v.last_checked_at,
+            agent_info: v.agent_info,
+        }
+    }
+}
+
+/// A runtime by id, or 404 (also for ids the caller may not know about: checked by callers).
+async fn load(state: &AppState, runtime_id: &str) -> ApiResult<RuntimeView> {
+    if !crate::ids::is_id("rt", runtime_id) {
+        return Err(ApiError::not_found("runtime"));
+    }
+    sqlx::query(&format!("{SELECT} WHERE r.id = $1"))
+        .bind(runtime_id)
+        .fetch_optional(&state.pool)
+        .await?
+        .map(|r| to_view(&r))
+        .ok_or_else(|| ApiError::not_found("runtime"))
+}
+
+/// The runtime of an establishment.
+#[utoipa::path(get, path = "/establishments/{id}/runtime", tag = "runtimes", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = RuntimeView), (status = 404, description = "no such establishment, or it has no runtime")))]
+async fn get_runtime(
+    State(state): State<AppState>,
+    me: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RuntimeView>> {
+    me.member_of(&id)?;
+    let row = sqlx::query(&format!("{SELECT} WHERE r.establishment_id = $1"))
+        .bind(&id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found("runtime"))?;
+    Ok(Json(to_view(&row)))
+}
+
+/// Provisions the establishment's runtime (admins). Answers at once with status `created`; a
+/// worker creates the container, and `POST /runtimes/{runtimeId}/start` starts it.
+#[utoipa::path(post, path = "/establishments/{id}/runtime", tag = "runtimes", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = ProvisionRequest,
+    responses((status = 201, body = ProvisionResponse), (status = 403), (status = 404),
+              (status = 409, description = "the establishment already has a runtime"),
+              (status = 422, description = "invalid input, or the image is not present on the Docker host"),
+              (status = 503, description = "Docker unreachable, or no free host port")))]
+async fn provision_runtime(
+    State(state): State<AppState>,
+    ReqId(request_id): ReqId,
+    me: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ProvisionRequest>,
+) -> ApiResult<(StatusCode, Json<ProvisionResponse>)> {
+    me.require(&id, Role::Admin)?;
+    let input = ProvisionInput::parse(&req.image, req.env, req.media_stream_url.as_deref())?;
+    let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
+        .in_establishment(&id);
+    let rt = runtimes::provision(&state, &ctx, &id, input).await?;
+    let spec = rt
+        .spec
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("provisioned runtime has no spec"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ProvisionResponse {
+            id: spec.runtime_id.clone(),
+            establishment_id: spec.establishment_id.clone(),
+            status: rt.status().as_str().to_string(),
+            container_name: spec.container_name.clone(),
+            base_url: spec.base_url.clone(),
+        }),
+    ))
+}
+
+/// Status of a runtime (A.4): lifecycle status, readiness with the runtime's own issues, last
+/// health poll and call counters.
+#[utoipa::path(get, path = "/runtimes/{runtimeId}/status", tag = "runtimes", security(("bearer" = [])),
+    params(("runtimeId" = String, Path)),
+    responses((status = 200, body = RuntimeStatusView), (status = 404)))]
+async fn runtime_status(
+    State(state): State<AppState>,
+    me: Principal,
+    Path(runtime_id): Path<String>,
+) -> ApiResult<Json<RuntimeStatusView>> {
+    let view = load(&state, &runtime_id).await?;
+    me.member_of(&view.establishment_id)
+        .map_err(|_| ApiError::not_found("runtime"))?;
+    Ok(Json(view.into()))
+}
+
+/// Records a lifecycle intent (admins): 202 with the status when an operation was queued,
+/// 200 with the status when there was nothing to do (e.g. start of a running runtime).
+async fn lifecycle(
+    state: AppState,
+    request_id: String,
+    me: Principal,
+    runtime_id: String,
+    command: RuntimeCommand,
+) -> ApiResult<(StatusCode, Json<RuntimeStatusView>)> {
+    let view = load(&state, &runtime_id).await?;
+    let est = view.establishment_id;
+    me.member_of(&est)
+        .map_err(|_| ApiError::not_found("runtime"))?;
+    me.require(&est, Role::Admin)?;
+    let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
+        .in_establishment(&est);
+    let outcome = runtimes::lifecycle(&state, &ctx, &runtime_id, command).await?;
+    let code = if outcome.commit().is_some() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(load(&state, &runtime_id).await?.into())))
+}
+
+/// Starts the runtime (creating its container again if it vanished).
+#[utoipa::path(post, path = "/runtimes/{runtimeId}/start", tag = "runtimes", security(("bearer" = [])),
+    params(("runtimeId" = String, Path)),
+    responses((status = 202, body = RuntimeStatusView, description = "start queued"),
+              (status = 200, body = RuntimeStatusView, description = "already running or starting"),
+              (status = 403), (status = 404)))]
+async fn start_runtime(
+    State(state): State<AppState>,
+    ReqId(request_id): ReqId,
+    me: Principal,
+    Path(runtime_id): Path<String>,
+) -> ApiResult<(StatusCode, Json<RuntimeStatusView>)> {
+    lifecycle(state, request_id, me, runtime_id, RuntimeCommand::Start).await
+}
+
+/// Stops the runtime; a draining runtime is stopped once its active calls end (bounded by
+/// RUNTIME_DRAIN_TIMEOUT_MS).
+#[utoipa::path(post, path = "/runtimes/{runtimeId}/stop", tag = "runtimes", security(("bearer" = [])),
+    params(("runtimeId" = String, Path)),
+    responses((status = 202, body = RuntimeStatusView, description = "stop queued"),
+              (status = 200, body = RuntimeStatusView, description = "already stopped or stopping"),
+              (status = 403), (status = 404)))]
+async fn stop_runtime(
+    State(state): State<AppState>,
+    ReqId(request_id): ReqId,
+    me: Principal,
+    Path(runtime_id): Path<String>,
+) -> ApiResult<(StatusCode, Json<RuntimeStatusView>)> {
+    lifecycle(state, request_id, me, runtime_id, RuntimeCommand::Stop).await
+}
+
+/// Restarts the runtime (starts it when stopped).
+#[utoipa::path(post, path = "/runtimes/{runtimeId}/restart", tag = "runtimes", security(("bearer" = [])),
+    params(("runtimeId" = String, Path)),
+    responses((status = 202, body = RuntimeStatusView, description = "restart queued"),
+              (status = 200, body = RuntimeStatusView, description = "a restart is already pending"),
+              (status = 403), (status = 404)))]
+async fn restart_runtime(
+    State(state): State<AppState>,
+    ReqId(request_id): ReqId,
+    me: Principal,
+    Path(runtime_id): Path<String>,
+) -> ApiResult<(StatusCode, Json<RuntimeStatusView>)> {
+    lifecycle(state, request_id, me, runtime_id, RuntimeCommand::Restart).await
+}
+
+/// Drains the runtime: it takes no new calls (routing skips it, and the runtime is told);
+/// calls in progress go on.
+#[utoipa::path(post, path = "/runtimes/{runtimeId}/drain", tag = "runtimes", security(("bearer" = [])),
+    params(("runtimeId" = String, Path)),
+    responses((status = 202, body = RuntimeStatusView), (status = 200, body = RuntimeStatusView, description = "already draining"),
+              (status = 403), (status = 404)))]
+async fn drain_runtime(
+    State(state): State<AppState>,
+    ReqId(request_id): ReqId,
+    me: Principal,
+    Path(runtime_id): Path<String>,
+) -> ApiResult<(StatusCode, Json<RuntimeStatusView>)> {
+    lifecycle(state, request_id, me, runtime_id, RuntimeCommand::Drain).await
+}
+
+/// Ends a drain: the runtime takes calls again.
+#[utoipa::path(post, path = "/runtimes/{runtimeId}/resume", tag = "runtimes", security(("bearer" = [])),
+    params(("runtimeId" = String, Path)),
+    responses((status = 202, body = RuntimeStatusView), (status = 200, body = RuntimeStatusView, description = "not draining"),
+              (status = 403), (status = 404)))]
+async fn resume_runtime(
+    State(state): State<AppState>,
+    ReqId(request_id): ReqId,
+    me: Principal,
+    Path(runtime_id): Path<String>,
+) -> ApiResult<(StatusCode, Json<RuntimeStatusView>)> {
+    lifecycle(state, request_id, me, runtime_id, RuntimeCommand::Resume).await
+}
+
+/// What the last reconciliation with Docker found, including containers with this control
+/// plane's labels that no runtime owns (platform admins).
+#[utoipa::path(get, path = "/runtimes/reconciliation", tag = "runtimes", security(("bearer" = [])),
+    responses((status = 200, body = ReconcileReport), (status = 403)))]
+async fn reconciliation(
+    State(state): State<AppState>,
+    me: Principal,
+) -> ApiResult<Json<ReconcileReport>> {
+    if !me.platform_admin {
+        return Err(ApiError::forbidden(
+            "the reconciliation report is for platform admins",
+        ));
+    }
+    Ok(Json(state.runtimes.report.lock().clone()))
+}
+
+/// For runtimes: which runtime and establishment the bearer runtime token belongs to.
+#[utoipa::path(get, path = "/runtime/whoami", tag = "runtimes", security(("runtime_token" = [])),
+    responses((status = 200, body = WhoAmI), (status = 401)))]
+async fn whoami(me: RuntimePrincipal) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        runtime_id: me.runtime_id,
+        establishment_id: me.establishment_id,
+    })
+}
