@@ -280,6 +280,8 @@ async fn rebuilt_read_models_equal_the_live_ones() {
     for (i, est) in ests.iter().enumerate() {
         seed_runtime(&app, est, 1 + i as u16).await;
     }
+    seed_call(&app, &ests[0]).await;
+    seed_call(&app, &ests[1]).await;
 
     app.state().projectors.catch_up().await.unwrap();
     for projection in control_plane::app::projections() {
@@ -409,6 +411,161 @@ async fn seed_runtime(app: &TestApp, est: &str, host_port: u16) {
         assert!(
             std::time::Instant::now() < deadline,
             "the runtime worker never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A call with routing, Twilio callbacks, transcript, tools, recording, sentiment and summary.
+async fn seed_call(app: &TestApp, est: &str) {
+    use aggregates::call::*;
+    use control_plane::store::{CommandContext, ExecOptions};
+    let call_id = control_plane::ids::new_id("call");
+    let sid: CallSid = format!(
+        "CA{}",
+        &ulid::Ulid::new()
+            .to_string()
+            .to_ascii_lowercase()
+            .replace(|c: char| !c.is_ascii_hexdigit(), "a")[..26]
+    )
+    .chars()
+    .chain("000000".chars())
+    .take(34)
+    .collect::<String>()
+    .parse()
+    .unwrap();
+    let t0 = chrono::Utc::now();
+    let open = CallOpening {
+        call_id: call_id.clone(),
+        establishment_id: est.to_string(),
+        direction: Direction::Inbound,
+        call_sid: Some(sid.clone()),
+        from: "+14155550100".parse().unwrap(),
+        to: "+14158675309".parse().unwrap(),
+        agent_id: Some("agt_x".into()),
+        agent_version_id: Some("agv_x".into()),
+        opened_by: OpenedBy::IncomingWebhook,
+        at: t0,
+    };
+    let origin = |n: u32| RuntimeOrigin {
+        runtime_id: "rt_x".into(),
+        event_id: format!("evt_{n}"),
+        occurred_at: t0 + chrono::Duration::seconds(n as i64),
+    };
+    let status = |seq: u32, status: TwilioCallStatus, duration: Option<u32>| {
+        CallCommand::RecordTwilioStatus {
+            open: None,
+            callback: StatusCallback {
+                call_sid: sid.clone(),
+                sequence_number: Some(seq),
+                status,
+                timestamp: Some(t0 + chrono::Duration::seconds(seq as i64)),
+                call_duration: duration,
+                answered_by: None,
+                machine_detection_duration_ms: None,
+                sip_response_code: None,
+                received_at: t0,
+            },
+        }
+    };
+    let runtime = |n: u32, event: RuntimeEvent| CallCommand::IngestRuntimeEvent {
+        open: open.clone(),
+        origin: origin(n),
+        event,
+    };
+    let segment = |n: u32, speaker: Speaker, text: &str| {
+        runtime(
+            n,
+            RuntimeEvent::TranscriptSegment(TranscriptSegment {
+                segment_id: format!("seg_{n}"),
+                speaker,
+                text: text.into(),
+                started_at: t0 + chrono::Duration::seconds(n as i64),
+                ended_at: t0 + chrono::Duration::seconds(n as i64 + 1),
+                confidence: Some(0.9),
+            }),
+        )
+    };
+    let commands = vec![
+        CallCommand::ReceiveInbound {
+            open: open.clone(),
+            decision: RoutingDecision::Accepted {
+                agent_id: "agt_x".into(),
+                agent_version_id: "agv_x".into(),
+                runtime_id: "rt_x".into(),
+            },
+        },
+        status(0, TwilioCallStatus::Ringing, None),
+        status(1, TwilioCallStatus::InProgress, None),
+        runtime(2, RuntimeEvent::CallStarted { started_at: t0 }),
+        segment(3, Speaker::Agent, "Hello, how can I help?"),
+        segment(
+            4,
+            Speaker::Customer,
+            "I need to update my service plan, thanks.",
+        ),
+        runtime(
+            5,
+            RuntimeEvent::ToolCalled {
+                tool_name: "send_email".into(),
+                arguments: json!({"to": "a@b.c"}),
+            },
+        ),
+        runtime(
+            6,
+            RuntimeEvent::ToolResult {
+                tool_name: "send_email".into(),
+                result: json!({"ok": true}),
+                error: json!(null),
+            },
+        ),
+        segment(7, Speaker::Customer, "Great, that was quick!"),
+        runtime(
+            8,
+            RuntimeEvent::RecordingAvailable(RecordingRef {
+                recording_url: "https://media.example.com/r.wav".into(),
+                storage_provider: "s3".into(),
+                content_type: "audio/wav".into(),
+            }),
+        ),
+        runtime(
+            9,
+            RuntimeEvent::CallEnded {
+                ended_at: t0 + chrono::Duration::seconds(9),
+                duration_seconds: Some(9),
+                final_status: TerminalStatus::Completed,
+                hangup_by: Some(HangupBy::Customer),
+                segment_count: Some(3),
+            },
+        ),
+        status(2, TwilioCallStatus::Completed, Some(10)),
+    ];
+    let ctx = CommandContext::system("test-seed").in_establishment(est);
+    for command in commands {
+        let outcome = app
+            .state()
+            .bus
+            .execute::<Call>(&call_id, command, &ctx, ExecOptions::default())
+            .await
+            .unwrap();
+        app.state().visible(&outcome).await;
+    }
+    // The analysis worker adds sentiment and the summary after the call ended.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let done: bool = sqlx::query_scalar(
+            "SELECT summary IS NOT NULL AND sentiment IS NOT NULL FROM rm_calls WHERE id = $1",
+        )
+        .bind(&call_id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no summary for the seeded call"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
