@@ -310,6 +310,17 @@ async fn apply_one(tx: &mut PgConnection, e: &StoredEvent, event: CallEvent) -> 
                 .execute(&mut *tx)
                 .await?;
             }
+            // A late `in-progress` (after a terminal status) still tells when it was answered.
+            if callback.status == aggregates::call::TwilioCallStatus::InProgress {
+                sqlx::query(
+                    "UPDATE rm_calls SET answered_at = coalesce(answered_at, $2), updated_at = $3 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(callback.at())
+                .bind(e.recorded_at)
+                .execute(&mut *tx)
+                .await?;
+            }
             if let Some(a) = callback.answered_by {
                 sqlx::query(
                     "UPDATE rm_calls SET answered_by = coalesce(answered_by, $2), updated_at = $3 WHERE id = $1",

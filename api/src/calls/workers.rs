@@ -308,21 +308,27 @@ pub async fn run_reaper(state: AppState, every: Duration, grace_seconds: u32) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        if let Err(e) = reap_once(&state, grace_seconds).await {
+        if let Err(e) = reap_once(&state, grace_seconds, Utc::now()).await {
             tracing::warn!(error = %format!("{e:#}"), "reaper pass failed");
         }
     }
 }
 
-pub async fn reap_once(state: &AppState, grace_seconds: u32) -> anyhow::Result<usize> {
+/// One reaper pass as of `now`; returns how many calls it ended.
+pub async fn reap_once(
+    state: &AppState,
+    grace_seconds: u32,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<usize> {
     let rows = sqlx::query(
         "SELECT c.id, coalesce(t.max_call_duration_seconds, 3600) AS max_seconds
          FROM rm_calls c LEFT JOIN rm_telephony t ON t.establishment_id = c.establishment_id
          WHERE c.active
-           AND c.started_at < now() - make_interval(secs => coalesce(t.max_call_duration_seconds, 3600) + $1)
+           AND c.started_at < $2 - make_interval(secs => coalesce(t.max_call_duration_seconds, 3600) + $1)
          ORDER BY c.started_at LIMIT 500",
     )
     .bind(grace_seconds as f64)
+    .bind(now)
     .fetch_all(&state.pool)
     .await?;
     let mut reaped = 0;
@@ -345,7 +351,7 @@ pub async fn reap_once(state: &AppState, grace_seconds: u32) -> anyhow::Result<u
             .execute::<Call>(
                 &call_id,
                 CallCommand::Reap {
-                    now: Utc::now(),
+                    now,
                     max_duration_seconds: max.max(0) as u32,
                     grace_seconds,
                     reason: format!(

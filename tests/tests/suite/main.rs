@@ -2,6 +2,7 @@
 
 mod agents;
 mod audit;
+mod calls;
 mod auth;
 mod errors;
 mod ops;
