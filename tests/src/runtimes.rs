@@ -185,3 +185,18 @@ impl Drop for RuntimeEnv {
         self.remove_tracked();
     }
 }
+
+/// A variable of a container's environment (e.g. the `CONTROL_PLANE_TOKEN` a runtime was given).
+pub fn container_env(container: &str, key: &str) -> Option<String> {
+    let (ok, out) = docker(&[
+        "inspect",
+        "--format",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        container,
+    ]);
+    if !ok {
+        return None;
+    }
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+}

@@ -5,6 +5,7 @@ mod audit;
 mod calls;
 mod auth;
 mod errors;
+mod ingest;
 mod ops;
 mod projector;
 mod runtimes;
