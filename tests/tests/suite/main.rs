@@ -3,6 +3,7 @@
 mod agents;
 mod audit;
 mod auth;
+mod e2e_calls;
 mod errors;
 mod ops;
 mod projector;
