@@ -46,6 +46,7 @@ fn info_body(s: &SimState) -> Value {
         "total_calls_handled": s.total_calls_handled(),
         "draining": s.draining(),
         "version": concat!("runtime-sim/", env!("CARGO_PKG_VERSION")),
+        "outbox": s.outbox.stats_json(),
     })
 }
 

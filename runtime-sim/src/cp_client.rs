@@ -1,16 +1,21 @@
-//! A minimal HTTP/1.1 client for the control plane (plain `http://IP:port`, no DNS: the
-//! image is `FROM scratch`), and the optional start-up check that our token is accepted.
+//! The HTTP client for the control plane: plain HTTP/1.1 with keep-alive (hyper), IP addresses
+//! only (no DNS: the image is `FROM scratch`), bounded answers; and the optional start-up check
+//! that our token is accepted.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::state::SimState;
 
-const TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_RESPONSE: usize = 1 << 20;
 
 /// A response: status code and body parsed as JSON (`Null` when it is not JSON).
@@ -20,112 +25,96 @@ pub struct Response {
     pub body: Value,
 }
 
-fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let authority = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    Ok((authority, path.to_string()))
+/// Talks to `CONTROL_PLANE_URL` with `CONTROL_PLANE_TOKEN`.
+pub struct CpClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+    token: String,
+    timeout: Duration,
 }
 
-/// Sends one request (`Connection: close`) and reads the whole answer.
-pub async fn request(
-    method: &str,
-    url: &str,
-    token: &str,
-    body: Option<&Value>,
-) -> Result<Response, String> {
-    let (authority, path) = split_url(url)?;
-    let host = authority.clone();
-    let work = async move {
-        let mut stream = TcpStream::connect(authority.as_str())
-            .await
-            .map_err(|e| format!("connect {authority}: {e}"))?;
-        let payload = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n"
-        );
-        if !token.is_empty() {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+impl CpClient {
+    pub fn new(base: &str, token: &str, timeout: Duration, pool: usize) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(pool)
+            .build(connector);
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            timeout,
+        }
+    }
+
+    /// Sends one request to `{base}{path}`; `Err` for transport failures and timeouts (the
+    /// request may or may not have been processed).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, String> {
+        let uri: Uri = format!("{}{path}", self.base)
+            .parse()
+            .map_err(|e| format!("bad control plane URL {}{path}: {e}", self.base))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("{uri}: only http:// URLs are supported"));
+        }
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(ACCEPT, "application/json");
+        if !self.token.is_empty() {
+            req = req.header(AUTHORIZATION, format!("Bearer {}", self.token));
         }
         if body.is_some() {
-            head.push_str("Content-Type: application/json\r\n");
+            req = req.header(CONTENT_TYPE, "application/json");
         }
-        head.push_str(&format!("Content-Length: {}\r\n\r\n", payload.len()));
-        stream
-            .write_all(head.as_bytes())
-            .await
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| e.to_string())?;
-        stream
-            .write_all(payload.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        stream
-            .take(MAX_RESPONSE as u64)
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| e.to_string())?;
-        parse_response(&raw)
-    };
-    tokio::time::timeout(TIMEOUT, work)
-        .await
-        .map_err(|_| "timed out".to_string())?
-}
-
-fn parse_response(raw: &[u8]) -> Result<Response, String> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or("malformed HTTP response")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("malformed status line")?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok(Response {
-        status,
-        body: serde_json::from_str(&body).unwrap_or(Value::Null),
-    })
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
+        let work = async {
+            let res = self.http.request(req).await.map_err(|e| {
+                // hyper's outer error says little ("client error (Connect)"): add the cause.
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg.push_str(": ");
+                    msg.push_str(&s.to_string());
+                    src = s.source();
+                }
+                msg
+            })?;
+            let status = res.status().as_u16();
+            let bytes = Limited::new(res.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?
+                .to_bytes();
+            Ok(Response {
+                status,
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            })
         };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.timeout))?
     }
-    out
 }
 
 /// Until `GET /runtime/whoami` accepts our token and names this runtime, readiness carries an
 /// issue saying why.
 pub async fn check_control_plane(state: Arc<SimState>) {
-    let url = format!("{}/runtime/whoami", state.config.control_plane_url);
     loop {
-        let issue = match request("GET", &url, &state.config.control_plane_token, None).await {
+        let issue = match state
+            .client
+            .request(Method::GET, "/runtime/whoami", None)
+            .await
+        {
             Ok(r)
                 if r.status == 200 && r.body["runtime_id"] == state.config.runtime_id.as_str() =>
             {
@@ -159,30 +148,52 @@ pub async fn check_control_plane(state: Arc<SimState>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn urls_split_into_authority_and_path() {
-        assert_eq!(
-            split_url("http://172.17.0.1:8080/runtime/whoami").unwrap(),
-            ("172.17.0.1:8080".to_string(), "/runtime/whoami".to_string())
+    #[tokio::test]
+    async fn requests_reach_a_local_server_and_answers_parse_as_json() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/runtime/whoami",
+            axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                axum::Json(serde_json::json!({ "runtime_id": "rt_1", "auth": auth }))
+            }),
         );
-        assert_eq!(
-            split_url("http://10.0.0.1").unwrap(),
-            ("10.0.0.1:80".to_string(), "/".to_string())
-        );
-        assert!(split_url("https://x").is_err());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let c = CpClient::new(&format!("http://{addr}/"), "tok", Duration::from_secs(5), 1);
+        let r = c
+            .request(Method::GET, "/runtime/whoami", None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["runtime_id"], "rt_1");
+        assert_eq!(r.body["auth"], "Bearer tok");
+        let r = c.request(Method::GET, "/nothing", None).await.unwrap();
+        assert_eq!(r.status, 404);
+        assert_eq!(r.body, Value::Null);
     }
 
-    #[test]
-    fn responses_parse_plain_and_chunked() {
-        let r =
-            parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"a\":true}\n").unwrap();
-        assert_eq!(r.status, 200);
-        assert_eq!(r.body["a"], true);
-        let r = parse_response(
-            b"HTTP/1.1 401 Unauthorized\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{\"b\":\r\n2\r\n1}\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(r.status, 401);
-        assert_eq!(r.body["b"], 1);
+    #[tokio::test]
+    async fn an_unreachable_control_plane_is_an_error_not_a_hang() {
+        // Bind and drop: nothing listens there any more.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = CpClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            "",
+            Duration::from_secs(5),
+            1,
+        );
+        let e = c.request(Method::GET, "/x", None).await.unwrap_err();
+        assert!(e.contains("onnect"), "{e}");
+        let c = CpClient::new("https://127.0.0.1:1", "", Duration::from_secs(5), 1);
+        assert!(c.request(Method::GET, "/x", None).await.is_err());
     }
 }

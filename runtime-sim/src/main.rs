@@ -1,12 +1,19 @@
 //! `runtime-sim`: the reference agent runtime. It implements the runtime contract
-//! (`GET /readyz`, `GET /info`, `POST /drain`, `POST /resume`) from the environment the control
-//! plane gives it, plus fault switches so tests can make it unready, slow to start, or crash.
-//! Later issues add the media-stream WebSocket and simulated calls beside `control`.
+//! (`GET /readyz`, `GET /info`, `POST /drain`, `POST /resume`, the media-stream WebSocket) from
+//! the environment the control plane gives it, simulates calls that report to
+//! `POST /ingest/call-events` (Appendix B) through a retrying outbox, and has fault switches
+//! and a call driver (`/admin/*`, `/sim/*`) for tests.
 
+mod calls;
+mod clock;
 mod config;
 mod control;
 mod cp_client;
 mod faults;
+mod media_stream;
+mod outbox;
+mod script;
+mod sim_api;
 mod state;
 
 use std::net::SocketAddr;
@@ -44,6 +51,7 @@ async fn main() {
         tokio::time::sleep(config.startup_delay).await;
     }
     let state = Arc::new(SimState::new(config));
+    state.outbox.spawn();
     faults::spawn_env_faults(&state);
     if state.config.check_control_plane {
         tokio::spawn(cp_client::check_control_plane(state.clone()));
@@ -57,11 +65,21 @@ async fn main() {
         }
     };
     tracing::info!(%addr, "runtime-sim listening");
-    let app = control::router(state.clone()).merge(faults::router(state.clone()));
+    let app = control::router(state.clone())
+        .merge(media_stream::router(state.clone()))
+        .merge(faults::router(state.clone()))
+        .merge(sim_api::router(state.clone()));
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     if let Err(e) = serve.await {
         eprintln!("runtime-sim: server error: {e}");
         std::process::exit(1);
+    }
+    // Events still queued go out if the control plane takes them before the deadline.
+    if !state.outbox.flush(Duration::from_millis(2500)).await {
+        tracing::warn!(
+            pending = state.outbox.pending(),
+            "stopping with undelivered events"
+        );
     }
     tracing::info!("runtime-sim stopped");
 }
@@ -75,7 +93,7 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
         _ = tokio::signal::ctrl_c() => {},
     }
-    // Let in-flight requests finish, but never hang the stop.
+    // Let in-flight requests finish and the outbox drain, but never hang the stop.
     tokio::spawn(async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         std::process::exit(0);

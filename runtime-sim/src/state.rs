@@ -1,18 +1,28 @@
-//! What the runtime knows about itself: readiness issues, draining, call counters.
+//! What the runtime knows about itself: readiness issues, draining, call counters, the
+//! control-plane client, the outbox and the simulated calls.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use crate::calls::Registry;
 use crate::config::Config;
+use crate::cp_client::CpClient;
+use crate::outbox::Outbox;
 
 pub struct SimState {
     pub config: Config,
+    pub client: Arc<CpClient>,
+    pub outbox: Arc<Outbox>,
+    pub calls: Registry,
+    /// Simulated calls in progress (media streams and `POST /sim/calls`).
+    live_calls: AtomicU64,
     /// Issues set by fault switches (env or `/admin/faults`).
     fault_issues: Mutex<Vec<String>>,
     /// An issue from the control-plane check, until it passes.
     control_plane_issue: Mutex<Option<String>>,
     draining: AtomicBool,
-    active_calls: AtomicU64,
+    /// Calls pretended through `POST /admin/calls` (to exercise drain-then-stop).
+    pretend_calls: AtomicU64,
     total_calls_handled: AtomicU64,
 }
 
@@ -21,12 +31,23 @@ impl SimState {
         let control_plane_issue = config
             .check_control_plane
             .then(|| "control plane not checked yet".to_string());
+        let client = Arc::new(CpClient::new(
+            &config.control_plane_url,
+            &config.control_plane_token,
+            config.outbox.http_timeout,
+            config.outbox.workers,
+        ));
+        let outbox = Outbox::new(client.clone(), config.outbox.clone());
         Self {
             fault_issues: Mutex::new(config.unready.clone()),
             control_plane_issue: Mutex::new(control_plane_issue),
             config,
+            client,
+            outbox,
+            calls: Registry::default(),
+            live_calls: AtomicU64::new(0),
             draining: AtomicBool::new(false),
-            active_calls: AtomicU64::new(0),
+            pretend_calls: AtomicU64::new(0),
             total_calls_handled: AtomicU64::new(0),
         }
     }
@@ -57,16 +78,28 @@ impl SimState {
     }
 
     pub fn active_calls(&self) -> u64 {
-        self.active_calls.load(Ordering::SeqCst)
+        self.live_calls.load(Ordering::SeqCst) + self.pretend_calls.load(Ordering::SeqCst)
     }
 
     pub fn total_calls_handled(&self) -> u64 {
         self.total_calls_handled.load(Ordering::SeqCst)
     }
 
-    /// Sets the number of calls in progress; calls that end count as handled.
+    /// A simulated call started.
+    pub fn call_started(&self) {
+        self.live_calls.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A simulated call ended: it counts as handled.
+    pub fn call_ended(&self) {
+        self.live_calls.fetch_sub(1, Ordering::SeqCst);
+        self.total_calls_handled.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Sets the number of pretended calls in progress; pretended calls that end count as
+    /// handled. Simulated calls are counted apart and unaffected.
     pub fn set_active_calls(&self, n: u64) {
-        let before = self.active_calls.swap(n, Ordering::SeqCst);
+        let before = self.pretend_calls.swap(n, Ordering::SeqCst);
         if n < before {
             self.total_calls_handled
                 .fetch_add(before - n, Ordering::SeqCst);

@@ -4,6 +4,7 @@ mod agents;
 mod audit;
 mod calls;
 mod auth;
+mod e2e_calls;
 mod errors;
 mod ingest;
 mod ops;
