@@ -160,6 +160,9 @@ pub async fn place(state: &AppState, call_id: &str) {
                 row.get::<Option<String>, _>("runtime_id")
                     .unwrap_or_default(),
             ),
+            ("direction".into(), "outbound".into()),
+            ("from".into(), row.get::<String, _>("from_party")),
+            ("to".into(), row.get::<String, _>("to_party")),
         ],
     });
     let mut request = CreateCall::new(

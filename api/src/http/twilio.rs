@@ -126,6 +126,7 @@ fn render_decision(
     call_id: &str,
     establishment_id: &str,
     media_stream_url: Option<&str>,
+    caller: &str,
     called: &str,
 ) -> String {
     match decision {
@@ -148,6 +149,9 @@ fn render_decision(
                     ("agent_id".into(), agent_id.clone()),
                     ("agent_version_id".into(), agent_version_id.clone()),
                     ("runtime_id".into(), runtime_id.clone()),
+                    ("direction".into(), "inbound".into()),
+                    ("from".into(), caller.into()),
+                    ("to".into(), called.into()),
                 ],
             }),
             None => twiml::say_then_hangup(fallback_message(decision)),
@@ -245,6 +249,7 @@ async fn incoming_call(
         &call_id,
         &establishment_id,
         stream_url.as_deref(),
+        p.from.as_str(),
         p.to.as_str(),
     )))
 }

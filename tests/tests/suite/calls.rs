@@ -87,7 +87,10 @@ async fn setup(runtime: bool) -> Option<Setup> {
     let est = app.create_establishment(&root, "Helios").await;
     let agent = create_agent(&app, &root, &est, "Nova").await;
     let version = draft(&app, &root, &agent, brain("v1")).await;
-    assert!(publish(&app, &root, &agent, &version).await.status.is_success());
+    assert!(publish(&app, &root, &agent, &version)
+        .await
+        .status
+        .is_success());
     let r = app
         .patch(
             &format!("/establishments/{est}/telephony"),
@@ -103,11 +106,17 @@ async fn setup(runtime: bool) -> Option<Setup> {
     let mut runtime_id = None;
     if runtime {
         let r = app
-            .post(&format!("/establishments/{est}/runtime"), &root, json!({"image": IMAGE}))
+            .post(
+                &format!("/establishments/{est}/runtime"),
+                &root,
+                json!({"image": IMAGE}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         let rt = r.body["id"].as_str().unwrap().to_string();
-        let r = app.post(&format!("/runtimes/{rt}/start"), &root, json!({})).await;
+        let r = app
+            .post(&format!("/runtimes/{rt}/start"), &root, json!({}))
+            .await;
         assert!(r.status.is_success(), "{}", r.text);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -162,11 +171,12 @@ fn parameter<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
 }
 
 async fn call_by_sid(app: &TestApp, sid: &str) -> Option<Value> {
-    let row: Option<Value> = sqlx::query_scalar("SELECT to_jsonb(c) FROM rm_calls c WHERE provider_call_sid = $1")
-        .bind(sid)
-        .fetch_optional(app.pool())
-        .await
-        .unwrap();
+    let row: Option<Value> =
+        sqlx::query_scalar("SELECT to_jsonb(c) FROM rm_calls c WHERE provider_call_sid = $1")
+            .bind(sid)
+            .fetch_optional(app.pool())
+            .await
+            .unwrap();
     row
 }
 
@@ -178,7 +188,11 @@ async fn wait_call<F: Fn(&Value) -> bool>(app: &TestApp, sid: &str, what: &str, 
                 return c;
             }
         }
-        assert!(Instant::now() < deadline, "call {sid} never {what}: {:?}", call_by_sid(app, sid).await);
+        assert!(
+            Instant::now() < deadline,
+            "call {sid} never {what}: {:?}",
+            call_by_sid(app, sid).await
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -196,11 +210,24 @@ async fn webhooks_with_a_missing_or_wrong_signature_are_refused_and_record_nothi
     // A valid signature for other parameters does not carry over.
     let mut tampered = hook.clone();
     let sig = s.twilio.sign(&hook);
-    tampered.params.iter_mut().find(|(k, _)| k == "From").unwrap().1 = "+14155550199".into();
+    tampered
+        .params
+        .iter_mut()
+        .find(|(k, _)| k == "From")
+        .unwrap()
+        .1 = "+14155550199".into();
     let res = s.twilio.send_with_signature(&tampered, Some(&sig)).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    for path in ["/webhooks/twilio/call-status", "/webhooks/twilio/amd-callback", "/webhooks/twilio/recording-status", "/webhooks/twilio/connect-action"] {
-        let other = Webhook { url: s.url(path), params: hook.params.clone() };
+    for path in [
+        "/webhooks/twilio/call-status",
+        "/webhooks/twilio/amd-callback",
+        "/webhooks/twilio/recording-status",
+        "/webhooks/twilio/connect-action",
+    ] {
+        let other = Webhook {
+            url: s.url(path),
+            params: hook.params.clone(),
+        };
         let res = s.twilio.send_with_signature(&other, Some(&sig)).await;
         assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
     }
@@ -225,16 +252,25 @@ async fn oversized_webhook_bodies_are_refused() {
 async fn every_routing_decision_answers_its_twiml_and_is_recorded_on_the_call() {
     let Some(s) = setup(false).await else { return };
     // Unknown number: <Reject/>, nothing recorded (no establishment owns it).
-    let (status, ct, xml) = twiml_of(s.twilio.send(&s.incoming(CALLER, "+14158670000")).await).await;
+    let (status, ct, xml) =
+        twiml_of(s.twilio.send(&s.incoming(CALLER, "+14158670000")).await).await;
     assert_eq!(status, StatusCode::OK);
     assert!(ct.starts_with("text/xml"), "{ct}");
-    assert!(xml.contains("<Reject/>") && !xml.contains("reason"), "{xml}");
+    assert!(
+        xml.contains("<Reject/>") && !xml.contains("reason"),
+        "{xml}"
+    );
     assert_eq!(s.events_of_type("CallOpened").await, 0);
 
     // No runtime: a short message, then the handoff number.
     let hook = s.incoming(CALLER, NUMBER);
     let (_, _, xml) = twiml_of(s.twilio.send(&hook).await).await;
-    assert!(xml.contains("<Say") && xml.contains(&format!("<Dial callerId=\"{NUMBER}\">{HANDOFF}</Dial>")) || xml.contains(&format!(">{HANDOFF}</Dial>")), "{xml}");
+    assert!(
+        xml.contains("<Say")
+            && xml.contains(&format!("<Dial callerId=\"{NUMBER}\">{HANDOFF}</Dial>"))
+            || xml.contains(&format!(">{HANDOFF}</Dial>")),
+        "{xml}"
+    );
     let sid = hook.param("CallSid").unwrap().to_string();
     let call = wait_call(&s.app, &sid, "routed", |c| !c["routing"].is_null()).await;
     assert_eq!(call["routing"]["outcome"], "runtime_unavailable");
@@ -249,12 +285,19 @@ async fn every_routing_decision_answers_its_twiml_and_is_recorded_on_the_call() 
 
     // Blacklisted caller: <Reject reason="rejected"/>.
     s.app
-        .patch(&format!("/establishments/{}/telephony", s.est), &s.root, json!({"blacklist_e164": [CALLER]}))
+        .patch(
+            &format!("/establishments/{}/telephony", s.est),
+            &s.root,
+            json!({"blacklist_e164": [CALLER]}),
+        )
         .await;
     let hook = s.incoming(CALLER, NUMBER);
     let (_, _, xml) = twiml_of(s.twilio.send(&hook).await).await;
     assert!(xml.contains("<Reject reason=\"rejected\"/>"), "{xml}");
-    let call = wait_call(&s.app, hook.param("CallSid").unwrap(), "routed", |c| !c["routing"].is_null()).await;
+    let call = wait_call(&s.app, hook.param("CallSid").unwrap(), "routed", |c| {
+        !c["routing"].is_null()
+    })
+    .await;
     assert_eq!(call["routing"]["outcome"], "rejected_blacklisted");
     assert_eq!(call["status"], "no_answer");
 
@@ -271,8 +314,14 @@ async fn every_routing_decision_answers_its_twiml_and_is_recorded_on_the_call() 
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let hook = s.incoming(CALLER, NUMBER);
     let (_, _, xml) = twiml_of(s.twilio.send(&hook).await).await;
-    assert!(xml.contains("<Say") && xml.contains("<Hangup/>") && !xml.contains("<Dial"), "{xml}");
-    let call = wait_call(&s.app, hook.param("CallSid").unwrap(), "routed", |c| !c["routing"].is_null()).await;
+    assert!(
+        xml.contains("<Say") && xml.contains("<Hangup/>") && !xml.contains("<Dial"),
+        "{xml}"
+    );
+    let call = wait_call(&s.app, hook.param("CallSid").unwrap(), "routed", |c| {
+        !c["routing"].is_null()
+    })
+    .await;
     assert_eq!(call["routing"]["outcome"], "outside_business_hours");
     assert_eq!(call["status"], "completed");
 
@@ -289,7 +338,10 @@ async fn every_routing_decision_answers_its_twiml_and_is_recorded_on_the_call() 
     let hook = s.incoming(CALLER, NUMBER);
     let (_, _, xml) = twiml_of(s.twilio.send(&hook).await).await;
     assert!(xml.contains("<Say") && xml.contains(HANDOFF), "{xml}");
-    let call = wait_call(&s.app, hook.param("CallSid").unwrap(), "routed", |c| !c["routing"].is_null()).await;
+    let call = wait_call(&s.app, hook.param("CallSid").unwrap(), "routed", |c| {
+        !c["routing"].is_null()
+    })
+    .await;
     assert_eq!(call["routing"]["outcome"], "no_published_version");
 
     // Malformed but signed: 422, nothing recorded.
@@ -318,14 +370,20 @@ fn inbound_callbacks(s: &Setup, sid: &str, start: chrono::DateTime<chrono::Utc>)
     steps
         .iter()
         .map(|(seq, status, ts, duration)| {
-            let mut params: Vec<(String, String)> = common.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let mut params: Vec<(String, String)> = common
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             params.push(("SequenceNumber".into(), seq.to_string()));
             params.push(("CallStatus".into(), status.to_string()));
             params.push(("Timestamp".into(), ts.to_string()));
             if let Some(d) = duration {
                 params.push(("CallDuration".into(), d.to_string()));
             }
-            Webhook { url: s.url("/webhooks/twilio/call-status"), params }
+            Webhook {
+                url: s.url("/webhooks/twilio/call-status"),
+                params,
+            }
         })
         .collect()
 }
@@ -350,14 +408,27 @@ async fn status_callbacks_replayed_twice_and_shuffled_give_the_same_final_call()
     let cbs = inbound_callbacks(&s, shuffled, base);
     // completed first, then duplicates, then the late ringing and in-progress, all twice.
     for i in [2, 2, 0, 1, 0, 2, 1] {
-        assert_eq!(s.twilio.send(&cbs[i]).await.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            s.twilio.send(&cbs[i]).await.status(),
+            StatusCode::NO_CONTENT
+        );
     }
-    let a = wait_call(&s.app, in_order, "completed", |c| c["status"] == "completed").await;
-    let b = wait_call(&s.app, shuffled, "completed", |c| c["status"] == "completed").await;
+    let a = wait_call(&s.app, in_order, "completed", |c| {
+        c["status"] == "completed"
+    })
+    .await;
+    let b = wait_call(&s.app, shuffled, "completed", |c| {
+        c["status"] == "completed"
+    })
+    .await;
     assert_eq!(summary(&a), summary(&b));
     assert_eq!(a["duration_seconds"], 202);
     assert_eq!(a["active"], false);
-    assert_eq!(a["establishment_id"], s.est.as_str(), "opened for the owner of the number");
+    assert_eq!(
+        a["establishment_id"],
+        s.est.as_str(),
+        "opened for the owner of the number"
+    );
     assert_eq!(a["opened_by"], "status_callback");
     // Each distinct callback recorded once; the late ringing never reopened the call.
     let received: Vec<i64> = sqlx::query_scalar(
@@ -375,7 +446,9 @@ async fn status_callbacks_replayed_twice_and_shuffled_give_the_same_final_call()
     let mut stray = inbound_callbacks(&s, "CA0000000000000000000000000000a003", base).remove(0);
     stray.params.iter_mut().find(|(k, _)| k == "To").unwrap().1 = "+14158670000".into();
     assert_eq!(s.twilio.send(&stray).await.status(), StatusCode::NO_CONTENT);
-    assert!(call_by_sid(&s.app, "CA0000000000000000000000000000a003").await.is_none());
+    assert!(call_by_sid(&s.app, "CA0000000000000000000000000000a003")
+        .await
+        .is_none());
 }
 
 #[tokio::test]
@@ -384,20 +457,39 @@ async fn e2e_a_signed_incoming_call_gets_twiml_aimed_at_the_runtime_with_the_act
     let hook = s.incoming(CALLER, NUMBER);
     let (status, _, xml) = twiml_of(s.twilio.send(&hook).await).await;
     assert_eq!(status, StatusCode::OK, "{xml}");
-    let rt = s.app.get(&format!("/establishments/{}/runtime", s.est), &s.root).await;
+    let rt = s
+        .app
+        .get(&format!("/establishments/{}/runtime", s.est), &s.root)
+        .await;
     let stream_url = rt.body["media_stream_url"].as_str().unwrap().to_string();
-    assert!(stream_url.starts_with("wss://rt-") && stream_url.ends_with(".media.example.com/media-stream"), "{stream_url}");
-    assert_eq!(attr(&xml, "Stream", "url"), Some(stream_url.as_str()), "{xml}");
+    assert!(
+        stream_url.starts_with("wss://rt-")
+            && stream_url.ends_with(".media.example.com/media-stream"),
+        "{stream_url}"
+    );
+    assert_eq!(
+        attr(&xml, "Stream", "url"),
+        Some(stream_url.as_str()),
+        "{xml}"
+    );
     assert_eq!(parameter(&xml, "establishment_id"), Some(s.est.as_str()));
     assert_eq!(parameter(&xml, "agent_id"), Some(s.agent.as_str()));
-    assert_eq!(parameter(&xml, "agent_version_id"), Some(s.version.as_str()));
+    assert_eq!(
+        parameter(&xml, "agent_version_id"),
+        Some(s.version.as_str())
+    );
     assert_eq!(parameter(&xml, "runtime_id"), s.runtime.as_deref());
     let call_id = parameter(&xml, "call_id").unwrap().to_string();
-    assert!(attr(&xml, "Connect", "action").unwrap().ends_with(&format!("/webhooks/twilio/connect-action?call_id={call_id}")));
+    assert!(attr(&xml, "Connect", "action").unwrap().ends_with(&format!(
+        "/webhooks/twilio/connect-action?call_id={call_id}"
+    )));
 
     // Publishing v2 re-aims new calls at v2.
     let v2 = draft(&s.app, &s.root, &s.agent, brain("v2")).await;
-    assert!(publish(&s.app, &s.root, &s.agent, &v2).await.status.is_success());
+    assert!(publish(&s.app, &s.root, &s.agent, &v2)
+        .await
+        .status
+        .is_success());
     let (_, _, xml2) = twiml_of(s.twilio.send(&s.incoming(CALLER, NUMBER)).await).await;
     assert_eq!(parameter(&xml2, "agent_version_id"), Some(v2.as_str()));
 
@@ -406,11 +498,17 @@ async fn e2e_a_signed_incoming_call_gets_twiml_aimed_at_the_runtime_with_the_act
     assert_eq!(details.status, StatusCode::OK, "{}", details.text);
     assert_eq!(details.body["routing_decision"]["outcome"], "accepted");
     assert_eq!(details.body["agent_version_id"], s.version.as_str());
-    assert_eq!(details.body["provider_call_sid"], hook.param("CallSid").unwrap());
+    assert_eq!(
+        details.body["provider_call_sid"],
+        hook.param("CallSid").unwrap()
+    );
 
     // A draining runtime takes no new calls.
     let rt_id = s.runtime.clone().unwrap();
-    let r = s.app.post(&format!("/runtimes/{rt_id}/drain"), &s.root, json!({})).await;
+    let r = s
+        .app
+        .post(&format!("/runtimes/{rt_id}/drain"), &s.root, json!({}))
+        .await;
     assert!(r.status.is_success(), "{}", r.text);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -418,7 +516,10 @@ async fn e2e_a_signed_incoming_call_gets_twiml_aimed_at_the_runtime_with_the_act
         if xml.contains(HANDOFF) && !xml.contains("<Stream") {
             break;
         }
-        assert!(Instant::now() < deadline, "draining runtime still routed: {xml}");
+        assert!(
+            Instant::now() < deadline,
+            "draining runtime still routed: {xml}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -429,8 +530,10 @@ async fn outbound(s: &Setup, key: Option<&str>, to: &str) -> tests::app::Resp {
         .client
         .post(s.app.url("/calls/outbound"))
         .bearer_auth(&s.root)
-        .json(&json!({"establishment_id": s.est, "agent_id": s.agent, "to_e164": to,
-                      "metadata": {"lead": "L-1"}}));
+        .json(
+            &json!({"establishment_id": s.est, "agent_id": s.agent, "to_e164": to,
+                      "metadata": {"lead": "L-1"}}),
+        );
     if let Some(k) = key {
         req = req.header("Idempotency-Key", k);
     }
@@ -444,7 +547,11 @@ async fn wait_placed(s: &Setup, n: usize) -> Vec<tests::twilio::FakeCall> {
         if calls.len() >= n {
             return calls;
         }
-        assert!(Instant::now() < deadline, "Twilio got {} calls, expected {n}", calls.len());
+        assert!(
+            Instant::now() < deadline,
+            "Twilio got {} calls, expected {n}",
+            calls.len()
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -458,14 +565,31 @@ async fn e2e_an_outbound_call_goes_queued_ringing_in_progress_completed_and_appe
     let call_id = r.body["call_id"].as_str().unwrap().to_string();
 
     let placed = wait_placed(&s, 1).await;
-    let req = s.twilio.requests().into_iter().find(|r| r.path.ends_with("/Calls.json")).unwrap();
-    assert_eq!(req.path, format!("/2010-04-01/Accounts/{}/Calls.json", s.twilio.account_sid));
-    assert_eq!(req.basic_auth(), Some((s.twilio.account_sid.clone(), s.twilio.auth_token.clone())));
+    let req = s
+        .twilio
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/Calls.json"))
+        .unwrap();
+    assert_eq!(
+        req.path,
+        format!("/2010-04-01/Accounts/{}/Calls.json", s.twilio.account_sid)
+    );
+    assert_eq!(
+        req.basic_auth(),
+        Some((s.twilio.account_sid.clone(), s.twilio.auth_token.clone()))
+    );
     assert_eq!(req.field("To"), Some("+14155550123"));
     assert_eq!(req.field("From"), Some(NUMBER));
     assert_eq!(req.field("TimeLimit"), Some("600"));
-    assert_eq!(req.fields("StatusCallbackEvent"), vec!["initiated", "ringing", "answered", "completed"]);
-    assert!(req.field("StatusCallback").unwrap().ends_with(&format!("/webhooks/twilio/call-status?call_id={call_id}")));
+    assert_eq!(
+        req.fields("StatusCallbackEvent"),
+        vec!["initiated", "ringing", "answered", "completed"]
+    );
+    assert!(req
+        .field("StatusCallback")
+        .unwrap()
+        .ends_with(&format!("/webhooks/twilio/call-status?call_id={call_id}")));
     let twiml = req.field("Twiml").unwrap();
     assert_eq!(parameter(twiml, "call_id"), Some(call_id.as_str()));
     assert!(twiml.contains("<Stream url=\"wss://rt-"), "{twiml}");
@@ -473,7 +597,13 @@ async fn e2e_an_outbound_call_goes_queued_ringing_in_progress_completed_and_appe
     let sid = placed[0].sid.clone();
     let path = format!("/calls/{call_id}");
     // Progress as Twilio reports it.
-    let cbs = s.twilio.status_callbacks(&sid, &CallOutcome::Completed { duration: 42, answered_by: None });
+    let cbs = s.twilio.status_callbacks(
+        &sid,
+        &CallOutcome::Completed {
+            duration: 42,
+            answered_by: None,
+        },
+    );
     let mut seen = Vec::new();
     for cb in &cbs {
         assert_eq!(s.twilio.send(cb).await.status(), StatusCode::NO_CONTENT);
@@ -481,7 +611,11 @@ async fn e2e_an_outbound_call_goes_queued_ringing_in_progress_completed_and_appe
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let d = s.app.get(&path, &s.root).await.body;
-            let want = if status == "queued" { "queued" } else { status.as_str() };
+            let want = if status == "queued" {
+                "queued"
+            } else {
+                status.as_str()
+            };
             if d["status"] == want {
                 seen.push(want.to_string());
                 break;
@@ -496,18 +630,39 @@ async fn e2e_an_outbound_call_goes_queued_ringing_in_progress_completed_and_appe
     assert_eq!(d["direction"], "outbound");
     assert_eq!(d["provider_call_sid"], sid.as_str());
     assert_eq!(d["metadata"], json!({"lead": "L-1"}));
-    let kinds: Vec<&str> = d["timeline"].as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap()).collect();
-    for k in ["opened", "outbound_queued", "placement_requested", "placed", "status_changed"] {
+    let kinds: Vec<&str> = d["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "opened",
+        "outbound_queued",
+        "placement_requested",
+        "placed",
+        "status_changed",
+    ] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
 
-    let history = s.app.get(&format!("/calls?establishment_id={}&direction=outbound", s.est), &s.root).await;
+    let history = s
+        .app
+        .get(
+            &format!("/calls?establishment_id={}&direction=outbound", s.est),
+            &s.root,
+        )
+        .await;
     assert_eq!(history.status, StatusCode::OK);
     let item = &history.body["items"][0];
     assert_eq!(item["call_id"], call_id.as_str());
     assert_eq!(item["status"], "completed");
     let active = s.app.get("/calls/active", &s.root).await;
-    assert!(active.body["items"].as_array().unwrap().iter().all(|c| c["call_id"] != call_id.as_str()));
+    assert!(active.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["call_id"] != call_id.as_str()));
 }
 
 #[tokio::test]
@@ -517,13 +672,19 @@ async fn the_same_idempotency_key_answers_the_same_call_and_dials_once() {
     let s = std::sync::Arc::new(s);
     for _ in 0..8 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { outbound(&s, Some("same-key"), "+14155550124").await }));
+        tasks.push(tokio::spawn(async move {
+            outbound(&s, Some("same-key"), "+14155550124").await
+        }));
     }
     let mut ids = std::collections::HashSet::new();
     let mut created = 0;
     for t in tasks {
         let r = t.await.unwrap();
-        assert!(r.status == StatusCode::CREATED || r.status == StatusCode::OK, "{}", r.text);
+        assert!(
+            r.status == StatusCode::CREATED || r.status == StatusCode::OK,
+            "{}",
+            r.text
+        );
         created += (r.status == StatusCode::CREATED) as usize;
         ids.insert(r.body["call_id"].as_str().unwrap().to_string());
     }
@@ -539,7 +700,11 @@ async fn the_same_idempotency_key_answers_the_same_call_and_dials_once() {
     let r = outbound(&s, None, "12345").await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     s.app
-        .patch(&format!("/establishments/{}/telephony", s.est), &s.root, json!({"blacklist_e164": ["+14155550126"]}))
+        .patch(
+            &format!("/establishments/{}/telephony", s.est),
+            &s.root,
+            json!({"blacklist_e164": ["+14155550126"]}),
+        )
         .await;
     let r = outbound(&s, None, "+14155550126").await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
@@ -565,14 +730,23 @@ async fn twilio_errors_map_onto_the_call_and_rate_limits_are_retried() {
     assert_eq!(d["placement"]["code"], 21211);
     assert_eq!(d["placement"]["status"], "failed");
     // 429 then 503, then success: placed once.
-    s.twilio.script([Scripted::RateLimited, Scripted::ServerError(503)]);
+    s.twilio
+        .script([Scripted::RateLimited, Scripted::ServerError(503)]);
     let r = outbound(&s, None, "+14155550128").await;
     assert_eq!(r.status, StatusCode::CREATED);
     let calls = wait_placed(&s, 1).await;
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].to, "+14155550128");
-    let attempts = s.twilio.requests().iter().filter(|r| r.path.ends_with("/Calls.json")).count();
-    assert!(attempts >= 4, "the invalid one, then 429, 503 and the success: {attempts}");
+    let attempts = s
+        .twilio
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/Calls.json"))
+        .count();
+    assert!(
+        attempts >= 4,
+        "the invalid one, then 429, 503 and the success: {attempts}"
+    );
 }
 
 #[tokio::test]
@@ -582,10 +756,26 @@ async fn handoff_transfers_a_live_call_and_is_refused_when_not_in_progress() {
     let call_id = r.body["call_id"].as_str().unwrap().to_string();
     let sid = wait_placed(&s, 1).await[0].sid.clone();
     // Not answered yet: 409.
-    let r = s.app.post(&format!("/calls/{call_id}/handoff"), &s.root, json!({"reason": "customer_requested_human"})).await;
+    let r = s
+        .app
+        .post(
+            &format!("/calls/{call_id}/handoff"),
+            &s.root,
+            json!({"reason": "customer_requested_human"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
-    let cbs = s.twilio.status_callbacks(&sid, &CallOutcome::Completed { duration: 30, answered_by: None });
-    for cb in cbs.iter().filter(|c| c.param("CallStatus") != Some("completed")) {
+    let cbs = s.twilio.status_callbacks(
+        &sid,
+        &CallOutcome::Completed {
+            duration: 30,
+            answered_by: None,
+        },
+    );
+    for cb in cbs
+        .iter()
+        .filter(|c| c.param("CallStatus") != Some("completed"))
+    {
         s.twilio.send(cb).await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -594,13 +784,36 @@ async fn handoff_transfers_a_live_call_and_is_refused_when_not_in_progress() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     // A viewer may not; an operator may.
-    let viewer = s.app.seed_member(&s.est, "viewer@example.com", "viewer").await;
-    let r = s.app.post(&format!("/calls/{call_id}/handoff"), &viewer, json!({"reason": "x"})).await;
+    let viewer = s
+        .app
+        .seed_member(&s.est, "viewer@example.com", "viewer")
+        .await;
+    let r = s
+        .app
+        .post(
+            &format!("/calls/{call_id}/handoff"),
+            &viewer,
+            json!({"reason": "x"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let op = s.app.seed_member(&s.est, "op@example.com", "operator").await;
-    let r = s.app.post(&format!("/calls/{call_id}/handoff"), &op, json!({"reason": "customer_requested_human"})).await;
+    let op = s
+        .app
+        .seed_member(&s.est, "op@example.com", "operator")
+        .await;
+    let r = s
+        .app
+        .post(
+            &format!("/calls/{call_id}/handoff"),
+            &op,
+            json!({"reason": "customer_requested_human"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert_eq!(r.body, json!({"call_id": call_id, "status": "handoff_initiated", "handoff_e164": HANDOFF}));
+    assert_eq!(
+        r.body,
+        json!({"call_id": call_id, "status": "handoff_initiated", "handoff_e164": HANDOFF})
+    );
     // Twilio is asked to <Dial> the handoff number on the live call.
     let deadline = Instant::now() + Duration::from_secs(10);
     let update = loop {
@@ -623,10 +836,30 @@ async fn handoff_transfers_a_live_call_and_is_refused_when_not_in_progress() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     // A second handoff while one runs: 409. Without a handoff number: 409.
-    let r = s.app.post(&format!("/calls/{call_id}/handoff"), &s.root, json!({"reason": "again"})).await;
+    let r = s
+        .app
+        .post(
+            &format!("/calls/{call_id}/handoff"),
+            &s.root,
+            json!({"reason": "again"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
-    s.app.patch(&format!("/establishments/{}/telephony", s.est), &s.root, json!({"handoff_e164": null})).await;
-    let r = s.app.post(&format!("/calls/{call_id}/handoff"), &s.root, json!({"reason": "again"})).await;
+    s.app
+        .patch(
+            &format!("/establishments/{}/telephony", s.est),
+            &s.root,
+            json!({"handoff_e164": null}),
+        )
+        .await;
+    let r = s
+        .app
+        .post(
+            &format!("/calls/{call_id}/handoff"),
+            &s.root,
+            json!({"reason": "again"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.code(), "no_handoff_number");
 }
@@ -643,32 +876,81 @@ async fn calls_are_scoped_to_their_establishment_and_the_reaper_ends_stuck_calls
 
     // Members see it; another establishment's admin gets 404 everywhere.
     let other = s.app.create_establishment(&s.root, "Other").await;
-    let outsider = s.app.seed_member(&other, "outsider@example.com", "admin").await;
-    for path in [format!("/calls/{call_id}"), format!("/calls/{call_id}/transcript"), format!("/calls/{call_id}/tool-log"), format!("/calls/{call_id}/recording")] {
+    let outsider = s
+        .app
+        .seed_member(&other, "outsider@example.com", "admin")
+        .await;
+    for path in [
+        format!("/calls/{call_id}"),
+        format!("/calls/{call_id}/transcript"),
+        format!("/calls/{call_id}/tool-log"),
+        format!("/calls/{call_id}/recording"),
+    ] {
         let r = s.app.get(&path, &outsider).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
     }
-    let r = s.app.post(&format!("/calls/{call_id}/handoff"), &outsider, json!({"reason": "x"})).await;
+    let r = s
+        .app
+        .post(
+            &format!("/calls/{call_id}/handoff"),
+            &outsider,
+            json!({"reason": "x"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = s.app.get(&format!("/calls/active?establishment_id={}", s.est), &outsider).await;
+    let r = s
+        .app
+        .get(
+            &format!("/calls/active?establishment_id={}", s.est),
+            &outsider,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let mine = s.app.get("/calls/active", &outsider).await;
     assert_eq!(mine.body["items"], json!([]));
     let active = s.app.get("/calls/active", &s.root).await;
-    let item = active.body["items"].as_array().unwrap().iter().find(|c| c["call_id"] == call_id.as_str()).cloned().unwrap();
+    let item = active.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["call_id"] == call_id.as_str())
+        .cloned()
+        .unwrap();
     let mut keys: Vec<&String> = item.as_object().unwrap().keys().collect();
     keys.sort();
     assert_eq!(
         keys,
-        ["agent_id", "call_id", "direction", "duration_seconds", "establishment_id", "from_e164", "provider",
-         "provider_call_sid", "sentiment", "started_at", "status", "to_e164"]
+        [
+            "agent_id",
+            "call_id",
+            "direction",
+            "duration_seconds",
+            "establishment_id",
+            "from_e164",
+            "provider",
+            "provider_call_sid",
+            "sentiment",
+            "started_at",
+            "status",
+            "to_e164"
+        ]
     );
 
     // Not overdue yet: the reaper leaves it; past max duration + grace it ends it.
     let state = s.app.state();
-    assert_eq!(control_plane::calls::workers::reap_once(state, 60, chrono::Utc::now()).await.unwrap(), 0);
+    assert_eq!(
+        control_plane::calls::workers::reap_once(state, 60, chrono::Utc::now())
+            .await
+            .unwrap(),
+        0
+    );
     let later = chrono::Utc::now() + chrono::Duration::seconds(600 + 61 + 5);
-    assert_eq!(control_plane::calls::workers::reap_once(state, 60, later).await.unwrap(), 1);
+    assert_eq!(
+        control_plane::calls::workers::reap_once(state, 60, later)
+            .await
+            .unwrap(),
+        1
+    );
     let reaped = wait_call(&s.app, sid, "reaped", |c| !c["active"].as_bool().unwrap()).await;
     assert_eq!(reaped["status"], "completed");
     assert!(reaped["reaped_reason"].as_str().unwrap().contains("600 s"));

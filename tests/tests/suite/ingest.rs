@@ -20,12 +20,18 @@ struct Runtime {
 async fn runtime(app: &TestApp, root: &str, name: &str) -> Runtime {
     let est = app.create_establishment(root, name).await;
     let r = app
-        .post(&format!("/establishments/{est}/runtime"), root, json!({"image": IMAGE}))
+        .post(
+            &format!("/establishments/{est}/runtime"),
+            root,
+            json!({"image": IMAGE}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let id = r.body["id"].as_str().unwrap().to_string();
     let container = r.body["container_name"].as_str().unwrap().to_string();
-    let r = app.post(&format!("/runtimes/{id}/start"), root, json!({})).await;
+    let r = app
+        .post(&format!("/runtimes/{id}/start"), root, json!({}))
+        .await;
     assert!(r.status.is_success(), "{}", r.text);
     let deadline = Instant::now() + Duration::from_secs(30);
     let token = loop {
@@ -77,7 +83,7 @@ fn envelope(rt: &Runtime, call_sid: &str, key: &str, kind: &str, payload: Value)
 }
 
 fn segment(n: u32) -> Value {
-    json!({"segment_id": format!("seg_{n:06}"), "speaker": if n % 2 == 0 { "agent" } else { "customer" },
+    json!({"segment_id": format!("seg_{n:06}"), "speaker": if n.is_multiple_of(2) { "agent" } else { "customer" },
            "text": format!("utterance number {n}, thank you"), "started_at": at(n as i64 * 2),
            "ended_at": at(n as i64 * 2 + 1), "confidence": 0.9})
 }
@@ -86,14 +92,38 @@ fn segment(n: u32) -> Value {
 fn call_events(rt: &Runtime, call_sid: &str, segments: u32) -> Vec<Value> {
     let k = |s: &str| format!("{}:{call_sid}:{s}", rt.id);
     let mut v = vec![
-        envelope(rt, call_sid, &k("started"), "call_started", json!({"started_at": at(0)})),
+        envelope(
+            rt,
+            call_sid,
+            &k("started"),
+            "call_started",
+            json!({"started_at": at(0)}),
+        ),
         envelope(rt, call_sid, &k("connected"), "call_connected", json!({})),
     ];
     for n in 0..segments {
-        v.push(envelope(rt, call_sid, &k(&format!("seg:{n:06}")), "transcript_segment", segment(n)));
+        v.push(envelope(
+            rt,
+            call_sid,
+            &k(&format!("seg:{n:06}")),
+            "transcript_segment",
+            segment(n),
+        ));
         if n == segments / 2 {
-            v.push(envelope(rt, call_sid, &k("tool:1:called"), "tool_called", json!({"tool_name": "send_email", "arguments": {"to": "a@example.com"}})));
-            v.push(envelope(rt, call_sid, &k("tool:1:result"), "tool_result", json!({"tool_name": "send_email", "result": {"ok": true}, "error": null})));
+            v.push(envelope(
+                rt,
+                call_sid,
+                &k("tool:1:called"),
+                "tool_called",
+                json!({"tool_name": "send_email", "arguments": {"to": "a@example.com"}}),
+            ));
+            v.push(envelope(
+                rt,
+                call_sid,
+                &k("tool:1:result"),
+                "tool_result",
+                json!({"tool_name": "send_email", "result": {"ok": true}, "error": null}),
+            ));
         }
     }
     v.push(envelope(rt, call_sid, &k("recording"), "recording_available",
@@ -109,13 +139,28 @@ async fn post(app: &TestApp, token: &str, body: &Value) -> tests::app::Resp {
 
 #[tokio::test]
 async fn ingestion_checks_the_token_the_envelope_and_the_payload() {
-    let Some((_env, app, root)) = setup().await else { return };
+    let Some((_env, app, root)) = setup().await else {
+        return;
+    };
     let rt = runtime(&app, &root, "A").await;
     let other = runtime(&app, &root, "B").await;
     let call = sid(1, 1);
-    let good = envelope(&rt, &call, "k1", "call_started", json!({"started_at": at(0)}));
+    let good = envelope(
+        &rt,
+        &call,
+        "k1",
+        "call_started",
+        json!({"started_at": at(0)}),
+    );
 
-    let r = app.request(reqwest::Method::POST, "/ingest/call-events", None, Some(good.clone())).await;
+    let r = app
+        .request(
+            reqwest::Method::POST,
+            "/ingest/call-events",
+            None,
+            Some(good.clone()),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = post(&app, "not-a-token", &good).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -130,16 +175,31 @@ async fn ingestion_checks_the_token_the_envelope_and_the_payload() {
     let r = post(&app, &rt.token, &wrong_est).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
-    let r = post(&app, &rt.token, &envelope(&rt, &call, "k2", "call_teleported", json!({}))).await;
+    let r = post(
+        &app,
+        &rt.token,
+        &envelope(&rt, &call, "k2", "call_teleported", json!({})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.body["error"]["details"]["field"], "event.type");
     let mut bad = segment(1);
     bad["speaker"] = json!("narrator");
-    let r = post(&app, &rt.token, &envelope(&rt, &call, "k3", "transcript_segment", bad)).await;
+    let r = post(
+        &app,
+        &rt.token,
+        &envelope(&rt, &call, "k3", "transcript_segment", bad),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     let mut long = segment(1);
     long["text"] = json!("x".repeat(20_000));
-    let r = post(&app, &rt.token, &envelope(&rt, &call, "k4", "transcript_segment", long)).await;
+    let r = post(
+        &app,
+        &rt.token,
+        &envelope(&rt, &call, "k4", "transcript_segment", long),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     let mut unknown_field = good.clone();
     unknown_field["extra"] = json!(1);
@@ -150,7 +210,9 @@ async fn ingestion_checks_the_token_the_envelope_and_the_payload() {
     let r = post(&app, &rt.token, &bad_sid).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'Call'")
-        .fetch_one(app.pool()).await.unwrap();
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
     assert_eq!(n, 0, "nothing recorded from refused events");
 
     // Accepted; replayed: accepted again, nothing added; same key, other payload: 409.
@@ -164,46 +226,72 @@ async fn ingestion_checks_the_token_the_envelope_and_the_payload() {
     let r = post(&app, &rt.token, &changed).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.code(), "idempotency_key_reused");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'RuntimeCallStarted'")
-        .fetch_one(app.pool()).await.unwrap();
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'RuntimeCallStarted'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
     assert_eq!(n, 1);
 
     // A batch answers per item.
     let batch = json!([
         envelope(&rt, &call, "b1", "call_connected", json!({})),
-        envelope(&rt, &call, "b2", "transcript_segment", json!({"speaker": "customer"})),
+        envelope(
+            &rt,
+            &call,
+            "b2",
+            "transcript_segment",
+            json!({"speaker": "customer"})
+        ),
         good,
     ]);
     let r = post(&app, &rt.token, &batch).await;
     assert_eq!(r.status, StatusCode::MULTI_STATUS, "{}", r.text);
-    let statuses: Vec<&str> = r.body["results"].as_array().unwrap().iter().map(|i| i["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["accepted", "rejected", "duplicate"]);
     assert_eq!(r.body["results"][1]["error"]["status"], 422);
 }
 
 #[tokio::test]
 async fn events_from_the_runtime_open_the_call_and_twilio_merges_in_later() {
-    let Some((_env, app, root)) = setup().await else { return };
+    let Some((_env, app, root)) = setup().await else {
+        return;
+    };
     let rt = runtime(&app, &root, "A").await;
     let call_sid = sid(7, 2);
     for e in call_events(&rt, &call_sid, 6) {
         let r = post(&app, &rt.token, &e).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     }
-    let call_id: String = sqlx::query_scalar("SELECT owner_id FROM unique_claims WHERE scope = 'call_sid' AND value = $1")
-        .bind(&call_sid).fetch_one(app.pool()).await.unwrap();
+    let call_id: String = sqlx::query_scalar(
+        "SELECT owner_id FROM unique_claims WHERE scope = 'call_sid' AND value = $1",
+    )
+    .bind(&call_sid)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
     let d = app.get(&format!("/calls/{call_id}"), &root).await;
     assert_eq!(d.status, StatusCode::OK, "{}", d.text);
     assert_eq!(d.body["provider_call_sid"], call_sid.as_str());
     assert_eq!(d.body["establishment_id"], rt.est.as_str());
     assert_eq!(d.body["transcript_segments"], 6);
 
-    let t = app.get(&format!("/calls/{call_id}/transcript"), &root).await;
+    let t = app
+        .get(&format!("/calls/{call_id}/transcript"), &root)
+        .await;
     assert_eq!(t.body["items"].as_array().unwrap().len(), 6);
     assert_eq!(t.body["is_complete"], true);
     let log = app.get(&format!("/calls/{call_id}/tool-log"), &root).await;
     let item = &log.body["items"][0];
-    assert_eq!((item["tool_name"].as_str(), item["status"].as_str()), (Some("send_email"), Some("ok")));
+    assert_eq!(
+        (item["tool_name"].as_str(), item["status"].as_str()),
+        (Some("send_email"), Some("ok"))
+    );
     assert_eq!(item["arguments"], json!({"to": "a@example.com"}));
     assert_eq!(item["result"], json!({"ok": true}));
     assert!(item["latency_ms"].is_number());
@@ -212,24 +300,47 @@ async fn events_from_the_runtime_open_the_call_and_twilio_merges_in_later() {
     let rec = app.get(&format!("/calls/{call_id}/recording"), &root).await;
     assert_eq!(rec.status, StatusCode::OK, "{}", rec.text);
     let url = rec.body["url"].as_str().unwrap().to_string();
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let res = client.get(&url).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::FOUND);
-    assert_eq!(res.headers()["location"], format!("https://recordings.example.invalid/{call_sid}.wav").as_str());
-    let res = client.get(url.replace("signature=", "signature=x")).send().await.unwrap();
+    assert_eq!(
+        res.headers()["location"],
+        format!("https://recordings.example.invalid/{call_sid}.wav").as_str()
+    );
+    let res = client
+        .get(url.replace("signature=", "signature=x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     let expired = url.replace("expires=", "expires=1");
-    assert_eq!(client.get(&expired).send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        client.get(&expired).send().await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
     let outsider_est = app.create_establishment(&root, "Outsider").await;
-    let outsider = app.seed_member(&outsider_est, "out@example.com", "admin").await;
-    assert_eq!(app.get(&format!("/calls/{call_id}/recording"), &outsider).await.status, StatusCode::NOT_FOUND);
+    let outsider = app
+        .seed_member(&outsider_est, "out@example.com", "admin")
+        .await;
+    assert_eq!(
+        app.get(&format!("/calls/{call_id}/recording"), &outsider)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
 
     // Summary and sentiment follow the end of the call.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let d = app.get(&format!("/calls/{call_id}"), &root).await.body;
         if d["summary"]["text"].is_string() && d["sentiment"]["label"].is_string() {
-            assert!(d["sentiment"]["score"].as_f64().unwrap() >= 0.0 && d["sentiment"]["score"].as_f64().unwrap() <= 1.0);
+            assert!(
+                d["sentiment"]["score"].as_f64().unwrap() >= 0.0
+                    && d["sentiment"]["score"].as_f64().unwrap() <= 1.0
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no summary/sentiment: {d}");
@@ -239,28 +350,49 @@ async fn events_from_the_runtime_open_the_call_and_twilio_merges_in_later() {
 
 #[tokio::test]
 async fn the_transcript_poll_returns_only_new_segments_after_the_cursor_in_speaker_order() {
-    let Some((_env, app, root)) = setup().await else { return };
+    let Some((_env, app, root)) = setup().await else {
+        return;
+    };
     let rt = runtime(&app, &root, "A").await;
     let call_sid = sid(3, 3);
     let events = call_events(&rt, &call_sid, 10);
     for e in &events[..6] {
         post(&app, &rt.token, e).await;
     }
-    let call_id: String = sqlx::query_scalar("SELECT owner_id FROM unique_claims WHERE scope = 'call_sid' AND value = $1")
-        .bind(&call_sid).fetch_one(app.pool()).await.unwrap();
+    let call_id: String = sqlx::query_scalar(
+        "SELECT owner_id FROM unique_claims WHERE scope = 'call_sid' AND value = $1",
+    )
+    .bind(&call_sid)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let first = loop {
-        let r = app.get(&format!("/calls/{call_id}/transcript"), &root).await;
+        let r = app
+            .get(&format!("/calls/{call_id}/transcript"), &root)
+            .await;
         if r.body["items"].as_array().unwrap().len() == 4 || Instant::now() > deadline {
             break r;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let ids = |r: &tests::app::Resp| -> Vec<String> { r.body["items"].as_array().unwrap().iter().map(|i| i["segment_id"].as_str().unwrap().to_string()).collect() };
+    let ids = |r: &tests::app::Resp| -> Vec<String> {
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["segment_id"].as_str().unwrap().to_string())
+            .collect()
+    };
     assert_eq!(ids(&first).len(), 4);
     assert_eq!(first.body["is_complete"], false);
     let cursor = first.body["cursor"].as_str().unwrap().to_string();
-    let again = app.get(&format!("/calls/{call_id}/transcript?cursor={cursor}"), &root).await;
+    let again = app
+        .get(
+            &format!("/calls/{call_id}/transcript?cursor={cursor}"),
+            &root,
+        )
+        .await;
     assert!(ids(&again).is_empty(), "nothing new yet");
     // A late segment (earlier started_at) arrives with the next ones: it is not missed.
     let late = envelope(&rt, &call_sid, "late-seg", "transcript_segment", {
@@ -275,7 +407,12 @@ async fn the_transcript_poll_returns_only_new_segments_after_the_cursor_in_speak
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     let next = loop {
-        let r = app.get(&format!("/calls/{call_id}/transcript?cursor={cursor}"), &root).await;
+        let r = app
+            .get(
+                &format!("/calls/{call_id}/transcript?cursor={cursor}"),
+                &root,
+            )
+            .await;
         if r.body["is_complete"] == true || Instant::now() > deadline {
             break r;
         }
@@ -283,11 +420,24 @@ async fn the_transcript_poll_returns_only_new_segments_after_the_cursor_in_speak
     };
     let new_ids = ids(&next);
     assert_eq!(new_ids.len(), 7, "{new_ids:?}");
-    assert_eq!(new_ids[0], "seg_000100", "speaker order puts the late one first");
+    assert_eq!(
+        new_ids[0], "seg_000100",
+        "speaker order puts the late one first"
+    );
     assert_eq!(next.body["is_complete"], true);
-    let by_id = app.get(&format!("/calls/{call_id}/transcript?since_segment_id={}", ids(&first)[3]), &root).await;
+    let by_id = app
+        .get(
+            &format!(
+                "/calls/{call_id}/transcript?since_segment_id={}",
+                ids(&first)[3]
+            ),
+            &root,
+        )
+        .await;
     assert_eq!(ids(&by_id).len(), 7);
-    let bad = app.get(&format!("/calls/{call_id}/transcript?cursor=zzz"), &root).await;
+    let bad = app
+        .get(&format!("/calls/{call_id}/transcript?cursor=zzz"), &root)
+        .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
@@ -318,13 +468,17 @@ async fn read_models(app: &TestApp, est: &str) -> Value {
 
 #[tokio::test]
 async fn the_same_ten_thousand_events_sent_twice_by_sixteen_senders_are_stored_once() {
-    let Some((_env, app, root)) = setup().await else { return };
+    let Some((_env, app, root)) = setup().await else {
+        return;
+    };
     let once = runtime(&app, &root, "Once").await;
     let twice = runtime(&app, &root, "Twice").await;
     // 20 calls × 500 events = 10,000 events per runtime.
     let calls = 20u32;
     let per_call = |rt: &Runtime, salt: u32| -> Vec<Vec<Value>> {
-        (0..calls).map(|n| call_events(rt, &sid(n, salt), 494)).collect()
+        (0..calls)
+            .map(|n| call_events(rt, &sid(n, salt), 494))
+            .collect()
     };
     let single = per_call(&once, 0xaaaa);
     let double = per_call(&twice, 0xbbbb);
@@ -334,7 +488,9 @@ async fn the_same_ten_thousand_events_sent_twice_by_sixteen_senders_are_stored_o
     let send = |app: Arc<TestApp>, token: String, events: Vec<Vec<Value>>| async move {
         for call in events {
             for chunk in call.chunks(25) {
-                let r = app.post("/ingest/call-events", &token, Value::Array(chunk.to_vec())).await;
+                let r = app
+                    .post("/ingest/call-events", &token, Value::Array(chunk.to_vec()))
+                    .await;
                 assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
             }
         }
@@ -342,12 +498,22 @@ async fn the_same_ten_thousand_events_sent_twice_by_sixteen_senders_are_stored_o
     // Once, by 8 senders.
     let mut tasks = Vec::new();
     for k in 0..8usize {
-        let mine: Vec<Vec<Value>> = single.iter().enumerate().filter(|(i, _)| i % 8 == k).map(|(_, c)| c.clone()).collect();
+        let mine: Vec<Vec<Value>> = single
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 8 == k)
+            .map(|(_, c)| c.clone())
+            .collect();
         tasks.push(tokio::spawn(send(app.clone(), once.token.clone(), mine)));
     }
     // Twice, by 16 senders racing: each call's events go out from two senders at once.
     for k in 0..16usize {
-        let mine: Vec<Vec<Value>> = double.iter().enumerate().filter(|(i, _)| i % 8 == k % 8).map(|(_, c)| c.clone()).collect();
+        let mine: Vec<Vec<Value>> = double
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 8 == k % 8)
+            .map(|(_, c)| c.clone())
+            .collect();
         tasks.push(tokio::spawn(send(app.clone(), twice.token.clone(), mine)));
     }
     for t in tasks {
@@ -382,13 +548,24 @@ async fn the_same_ten_thousand_events_sent_twice_by_sixteen_senders_are_stored_o
             .unwrap()
         }
     };
-    assert_eq!(stored_once, stored_twice, "{} vs {}", by_type(once.est.clone()).await, by_type(twice.est.clone()).await);
+    assert_eq!(
+        stored_once,
+        stored_twice,
+        "{} vs {}",
+        by_type(once.est.clone()).await,
+        by_type(twice.est.clone()).await
+    );
     let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE key LIKE $1")
         .bind(format!("ingest:{}:%", twice.est))
-        .fetch_one(app.pool()).await.unwrap();
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
     assert_eq!(keys, 10_000, "exactly 10,000 events stored");
     app.state().projectors.catch_up().await.unwrap();
-    assert_eq!(read_models(&app, &once.est).await, read_models(&app, &twice.est).await);
+    assert_eq!(
+        read_models(&app, &once.est).await,
+        read_models(&app, &twice.est).await
+    );
     let segs: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_transcript_segments s JOIN rm_calls c ON c.id = s.call_id WHERE c.establishment_id = $1")
         .bind(&twice.est).fetch_one(app.pool()).await.unwrap();
     assert_eq!(segs, 20 * 494);

@@ -2,8 +2,8 @@
 
 mod agents;
 mod audit;
-mod calls;
 mod auth;
+mod calls;
 mod e2e_calls;
 mod errors;
 mod ingest;
