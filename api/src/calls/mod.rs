@@ -72,10 +72,13 @@ pub async fn execute_for_sid(
             .lookup(&state.pool, sid.as_str())
             .await
             .map_err(ExecError::Store)?;
+        let fresh = existing.is_none();
         let call_id = existing.unwrap_or_else(|| crate::ids::new_id("call"));
+        let mut options = options.clone();
+        options.fresh_stream = fresh;
         match state
             .bus
-            .execute::<Call>(&call_id, command(&call_id), ctx, options.clone())
+            .execute::<Call>(&call_id, command(&call_id), ctx, options)
             .await
         {
             Err(ExecError::ClaimTaken { scope, .. }) if scope == CALL_SID_CLAIM => continue,

@@ -847,7 +847,8 @@ async fn outbound_call(
             })
         }
         None => ExecOptions::default(),
-    };
+    }
+    .fresh();
     let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
         .in_establishment(&req.establishment_id);
     let outcome = state

@@ -126,7 +126,7 @@ async fn create_establishment(
                 created_by: me.user_id.clone(),
             },
             &ctx,
-            ExecOptions::default(),
+            ExecOptions::default().fresh(),
         )
         .await?;
     state.visible(&outcome).await;

@@ -98,7 +98,7 @@ async fn invite_user(
                 invited_by: me.user_id.clone(),
             },
             &ctx,
-            ExecOptions::default(),
+            ExecOptions::default().fresh(),
         )
         .await?;
     state.mailer.send(crate::mail::invitation(

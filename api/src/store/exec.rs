@@ -34,13 +34,23 @@ const CACHE_CAPACITY: usize = 100_000;
 #[derive(Debug, Default, Clone)]
 pub struct ExecOptions {
     pub idempotency: Option<IdempotencyClaim>,
+    /// The caller just minted the stream's id: skip loading it (if the stream exists after
+    /// all, the append reports a version conflict and the command is re-run on the real state).
+    pub fresh_stream: bool,
 }
 
 impl ExecOptions {
     pub fn idempotent(claim: IdempotencyClaim) -> Self {
         Self {
             idempotency: Some(claim),
+            fresh_stream: false,
         }
+    }
+
+    /// For a stream whose id was just generated (see `fresh_stream`).
+    pub fn fresh(mut self) -> Self {
+        self.fresh_stream = true;
+        self
     }
 }
 
@@ -212,13 +222,24 @@ impl CommandBus {
         let _guard = self.locks[Self::stripe(&key)].lock().await;
         let metadata = ctx.metadata(idem.map(|c| c.key.as_str()));
         for attempt in 0..MAX_ATTEMPTS {
-            let (mut state, sequence) = self.load::<A>(id).await.map_err(ExecError::Store)?;
+            let (mut state, sequence) = if options.fresh_stream && attempt == 0 {
+                (A::default(), 0)
+            } else {
+                self.load::<A>(id).await.map_err(ExecError::Store)?
+            };
             let sink = EventSink::<A>::default();
-            state
-                .handle(command.clone(), &(), &sink)
-                .await
-                .map_err(ExecError::Domain)?;
+            let assumed_fresh = options.fresh_stream && attempt == 0;
+            if let Err(e) = state.handle(command.clone(), &(), &sink).await {
+                if assumed_fresh {
+                    // The stream may exist after all: decide on its real state.
+                    continue;
+                }
+                return Err(ExecError::Domain(e));
+            }
             let events = sink.collect().await;
+            if assumed_fresh && events.is_empty() {
+                continue;
+            }
             if events.is_empty() && idem.is_none() {
                 return Ok(Outcome::Unchanged { state });
             }

@@ -339,7 +339,13 @@ async fn transcript(w: &World, call_id: &str, cursor: Option<&str>) -> Json {
         Some(c) => format!("/calls/{call_id}/transcript?cursor={c}"),
         None => format!("/calls/{call_id}/transcript?limit=1000"),
     };
-    let r = w.app.get(&path, &w.root).await;
+    // The webhook answers before the call is projected: a first poll may precede it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut r = w.app.get(&path, &w.root).await;
+    while r.status == StatusCode::NOT_FOUND && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        r = w.app.get(&path, &w.root).await;
+    }
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     r.body
 }

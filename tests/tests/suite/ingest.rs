@@ -275,6 +275,8 @@ async fn events_from_the_runtime_open_the_call_and_twilio_merges_in_later() {
     .fetch_one(app.pool())
     .await
     .unwrap();
+    // Ingestion answers before the read models show the events (within milliseconds).
+    app.state().projectors.catch_up().await.unwrap();
     let d = app.get(&format!("/calls/{call_id}"), &root).await;
     assert_eq!(d.status, StatusCode::OK, "{}", d.text);
     assert_eq!(d.body["provider_call_sid"], call_sid.as_str());

@@ -281,3 +281,43 @@ async fn every_event_carries_actor_correlation_causation_and_idempotency_key() {
     assert!(event_id.starts_with("evt_"));
     assert!(txid.parse::<u64>().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn a_command_marked_fresh_on_a_stream_that_exists_runs_on_the_real_state() {
+    let (_, pool) = tests::db::fresh_pool().await;
+    let bus = CommandBus::new(EventStore::new(pool.clone(), Hub::default()));
+    let id = register(&bus, "fresh@example.com").await;
+    let other = CommandBus::new(EventStore::new(pool.clone(), Hub::default()));
+    let err = other
+        .execute::<User>(
+            &id,
+            UserCommand::Register {
+                user_id: id.clone(),
+                email: "fresh2@example.com".parse().unwrap(),
+                display_name: "x".into(),
+                password_hash: None,
+                platform_admin: false,
+            },
+            &CommandContext::system("t"),
+            ExecOptions::default().fresh(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecError::Domain(aggregates::user::UserError::AlreadyRegistered)
+        ),
+        "{err:?}"
+    );
+    let renamed = other
+        .execute::<User>(
+            &id,
+            rename("after"),
+            &CommandContext::system("t"),
+            ExecOptions::default().fresh(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(renamed, Outcome::Applied { .. }));
+}
