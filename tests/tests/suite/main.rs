@@ -4,6 +4,7 @@ mod agents;
 mod audit;
 mod auth;
 mod errors;
+mod loadgen;
 mod ops;
 mod projector;
 mod runtimes;
