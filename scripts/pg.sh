@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Starts (or reuses) a project-local PostgreSQL cluster from the machine's Debian packages in
-# .local/pg and prints its DATABASE_URL. PostgreSQL refuses to run as root, so as root the
+# .local/pg (LOCAL_PG_DIR overrides the folder, LOCAL_PG_PORT the port, default 55432) and
+# prints its DATABASE_URL. PostgreSQL refuses to run as root, so as root the
 # cluster belongs to the `postgres` user.
 #   scripts/pg.sh          start/reuse, print the URL of database `control_plane`
 #   scripts/pg.sh --test   same, tuned for throw-away test databases (no fsync)
 #   scripts/pg.sh --stop   stop the cluster
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-base="$root/.local/pg"
+base="${LOCAL_PG_DIR:-$root/.local/pg}"
 data="$base/data"
 port="${LOCAL_PG_PORT:-55432}"
 

@@ -7,6 +7,7 @@ mod calls;
 mod e2e_calls;
 mod errors;
 mod ingest;
+mod loadgen;
 mod ops;
 mod projector;
 mod runtimes;

@@ -1,0 +1,152 @@
+//! The load generator end to end, at a tiny size, against a real server with real runtime
+//! containers: its envelopes are accepted, its pollers see every transcript complete, its
+//! signed webhooks are routed, and its report agrees with the server's read models.
+
+use control_plane::config::Config;
+use control_plane::loadgen::calls::{self, CallsArgs};
+use control_plane::loadgen::webhooks::{self, WebhooksArgs};
+use control_plane::loadgen::Target;
+use tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD};
+use tests::runtimes::{RuntimeEnv, IMAGE};
+use tests::TestApp;
+
+const TWILIO_TOKEN: &str = "loadgen-test-auth-token";
+
+fn target(app: &TestApp, report: Option<std::path::PathBuf>) -> Target {
+    Target {
+        url: Some(app.base.clone()),
+        admin_email: Some(ADMIN_EMAIL.into()),
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        image: IMAGE.into(),
+        server_pid: None,
+        db_pid: None,
+        report,
+        keep_runtime: false,
+        timeout_ms: 10_000,
+    }
+}
+
+/// The load generator's own configuration, signing for the server's public URL.
+fn loadgen_config(app: &TestApp) -> Config {
+    let mut c = Config::for_database(&app.db_url);
+    c.public_base_url = Some(app.state().config.public_base_url());
+    c.twilio_auth_token = Some(TWILIO_TOKEN.into());
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simulated_calls_are_ingested_and_every_transcript_is_seen_complete_with_zero_errors() {
+    let Some(env) = RuntimeEnv::acquire().await else {
+        return;
+    };
+    let app = env.configure(TestApp::builder()).spawn().await;
+    env.track(&app.state().runtimes.instance_id);
+    let dir = std::env::temp_dir().join(format!("loadgen-test-{}", ulid::Ulid::new()));
+    let report_path = dir.join("calls.json");
+    let args = CallsArgs {
+        target: target(&app, Some(report_path.clone())),
+        calls: 4,
+        segments: 6,
+        pace_ms: 30,
+        duration: 0,
+        ramp_up: 0,
+        establishments: 2,
+        ui_clients: 2,
+        active_interval_ms: 100,
+        pollers: None,
+        poll_interval_ms: 60,
+        lag_probes: 2,
+        probe_interval_ms: 2,
+    };
+    let report = calls::run(loadgen_config(&app), args)
+        .await
+        .expect("the run completes");
+
+    assert_eq!(report["error_total"], 0, "{report:#}");
+    assert_eq!(report["calls"]["played"], 4);
+    assert_eq!(report["calls"]["transcripts_checked_complete"], 4);
+    // Each call: started, connected, 6 segments, tool call + result, recording, ended.
+    assert_eq!(report["ingest"]["events_accepted"], 4 * 12);
+    assert_eq!(report["ingest"]["replayed"], 0);
+    assert_eq!(report["append_to_visible_lag"]["count"], 2 * 6);
+    assert!(report["transcript_poll"]["count"].as_u64().unwrap() >= 4);
+    assert!(report["active_calls_poll"]["count"].as_u64().unwrap() >= 1);
+    // The server process is this test process: its memory was read from /proc.
+    assert!(report["usage"]["server_peak_memory_kb"].as_u64().unwrap() > 0);
+    assert!(
+        report["server_stages"]["http"]["POST /ingest/call-events"]["count"]
+            .as_f64()
+            .is_some_and(|n| n >= 48.0)
+    );
+
+    // The server agrees: two establishments, four ended calls, six segments each.
+    let (calls, ended, segments): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE NOT active),
+                (SELECT count(*) FROM rm_transcript_segments)
+         FROM rm_calls",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!((calls, ended, segments), (4, 4, 24));
+    let establishments: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT establishment_id) FROM rm_calls")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(establishments, 2);
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report file")).unwrap();
+    assert_eq!(written["ingest"]["events_accepted"], 48);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signed_incoming_call_webhooks_are_all_routed_to_the_runtime() {
+    let Some(env) = RuntimeEnv::acquire().await else {
+        return;
+    };
+    let app = env
+        .configure(TestApp::builder())
+        .config(|c| c.twilio_auth_token = Some(TWILIO_TOKEN.into()))
+        .spawn()
+        .await;
+    env.track(&app.state().runtimes.instance_id);
+    let args = WebhooksArgs {
+        target: target(&app, None),
+        concurrency: 4,
+        rate: 0.0,
+        requests: 40,
+        warmup: 4,
+    };
+    let report = webhooks::run(loadgen_config(&app), args)
+        .await
+        .expect("the run completes");
+    assert_eq!(report["error_total"], 0, "{report:#}");
+    assert_eq!(report["requests_ok"], 40);
+    assert!(report["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    // Every request was a distinct call, routed to the runtime (at least 40 + 4 warm-up).
+    let accepted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM rm_calls WHERE direction = 'inbound' AND routing->>'outcome' = 'accepted'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert!(accepted >= 44, "{accepted} calls routed to the runtime");
+
+    // Open loop: requests start on a schedule, whatever the answers take.
+    let args = WebhooksArgs {
+        target: target(&app, None),
+        concurrency: 4,
+        rate: 100.0,
+        requests: 30,
+        warmup: 0,
+    };
+    let report = webhooks::run(loadgen_config(&app), args)
+        .await
+        .expect("the open-loop run completes");
+    assert_eq!(report["error_total"], 0, "{report:#}");
+    assert_eq!(report["requests_ok"], 30);
+    // 30 requests scheduled 10 ms apart take at least 290 ms.
+    assert!(report["seconds"].as_f64().unwrap() >= 0.29, "{report:#}");
+}
