@@ -54,6 +54,9 @@ pub trait Projection: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Hub {
     commits: Arc<watch::Sender<u64>>,
+    /// The latest local commit of each aggregate type: a projector only goes to the database
+    /// when one of its types has a commit past its checkpoint (or when it polls).
+    latest: Arc<Mutex<BTreeMap<String, Checkpoint>>>,
     progress: Arc<watch::Sender<BTreeMap<&'static str, Checkpoint>>>,
     interests: Arc<Mutex<BTreeMap<&'static str, &'static [&'static str]>>>,
 }
@@ -62,6 +65,7 @@ impl Default for Hub {
     fn default() -> Self {
         Self {
             commits: Arc::new(watch::channel(0).0),
+            latest: Arc::new(Mutex::new(BTreeMap::new())),
             progress: Arc::new(watch::channel(BTreeMap::new()).0),
             interests: Arc::new(Mutex::new(BTreeMap::new())),
         }
@@ -69,9 +73,27 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// Called after every local commit (and rollback) that may move the read horizon.
-    pub fn notify_commit(&self) {
+    /// Called after a local append committed events of `aggregate_type` up to `cp`.
+    pub fn committed(&self, aggregate_type: &str, cp: Checkpoint) {
+        {
+            let mut latest = self.latest.lock();
+            let e = latest.entry(aggregate_type.to_string()).or_default();
+            if cp > *e {
+                *e = cp;
+            }
+        }
         self.commits.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The latest local commit of any of `types`.
+    pub fn latest_of(&self, types: &[&str]) -> Checkpoint {
+        let latest = self.latest.lock();
+        types
+            .iter()
+            .filter_map(|t| latest.get(*t))
+            .copied()
+            .max()
+            .unwrap_or(Checkpoint::START)
     }
 
     pub fn subscribe_commits(&self) -> watch::Receiver<u64> {
@@ -224,7 +246,6 @@ impl Projector {
         let cp = if full { last } else { last.max(horizon_cp) };
         *self.memory.lock() = cp;
         self.hub.publish(self.name(), cp);
-        self.hub.notify_commit();
         metrics::counter!("projector_events_applied_total", "projector" => self.name())
             .increment(events.len() as u64);
         metrics::histogram!("projector_batch_seconds", "projector" => self.name())
@@ -285,45 +306,57 @@ impl Projector {
         }
     }
 
-    /// Runs until the task is dropped: batches while there is work, then waits for a local
-    /// commit or the poll interval.
+    /// Runs until the task is dropped. A local commit of one of its types past its checkpoint
+    /// wakes it at once; while such a commit is not visible yet (a transaction that took an
+    /// earlier id is still open) it looks again with a short, growing delay; otherwise it only
+    /// polls, every `poll_interval`, for writes of other processes. Commits of other types never
+    /// cost it a query.
     pub async fn run(self: Arc<Self>) {
         let mut commits = self.hub.subscribe_commits();
+        let types = self.projection.aggregate_types();
         let mut failures = 0u32;
+        let mut blocked = 0u32;
+        let mut poll_due = true;
         loop {
-            match self.run_batch().await {
-                Ok(Batch::Applied(n)) => {
-                    failures = 0;
-                    if n as i64 >= self.config.batch_size {
+            let pending = self.hub.latest_of(types) > *self.memory.lock();
+            if pending || poll_due {
+                poll_due = false;
+                match self.run_batch().await {
+                    Ok(Batch::Applied(_)) => {
+                        failures = 0;
+                        blocked = 0;
+                        continue;
+                    }
+                    Ok(Batch::Idle) | Ok(Batch::Busy) => {
+                        failures = 0;
+                        if self.hub.latest_of(types) > *self.memory.lock() {
+                            // Committed here but hidden behind an open transaction.
+                            blocked += 1;
+                            let delay = Duration::from_millis((1u64 << blocked.min(6)).min(50));
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                        blocked = 0;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                        tracing::error!(projector = self.name(), error = %format!("{e:#}"), ?backoff, "projector batch failed");
+                        tokio::time::sleep(backoff).await;
+                        poll_due = true;
                         continue;
                     }
                 }
-                Ok(Batch::Idle) | Ok(Batch::Busy) => failures = 0,
-                Err(e) => {
-                    failures += 1;
-                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
-                    tracing::error!(projector = self.name(), error = %format!("{e:#}"), ?backoff, "projector batch failed");
-                    tokio::time::sleep(backoff).await;
-                    continue;
-                }
             }
-            // Wait for a local commit or the poll interval. A commit we cannot see yet is
-            // usually held back by a transaction still running: look again shortly.
             commits.borrow_and_update();
+            if self.hub.latest_of(types) > *self.memory.lock() {
+                continue;
+            }
             if tokio::time::timeout(self.config.poll_interval, commits.changed())
                 .await
-                .is_ok()
+                .is_err()
             {
-                for delay in [0u64, 2, 5, 10, 25] {
-                    if delay > 0 {
-                        tokio::time::sleep(Duration::from_millis(delay)).await;
-                    }
-                    match self.run_batch().await {
-                        Ok(Batch::Applied(_)) => break,
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
+                poll_due = true;
             }
         }
     }

@@ -145,10 +145,10 @@ impl EventStore {
     /// Appends in one transaction: idempotency key, claims, events, snapshot.
     pub async fn append(&self, req: Append<'_>) -> Result<AppendResult, StoreError> {
         let result = self.append_inner(&req).await;
-        // Commit or rollback, the read horizon may have moved: wake the projectors.
-        self.hub.notify_commit();
         match &result {
-            Ok(AppendResult::Committed(Some(_))) => {
+            Ok(AppendResult::Committed(Some(commit))) => {
+                // Wake the projectors that read this type.
+                self.hub.committed(req.aggregate_type, commit.checkpoint());
                 metrics::counter!("events_appended_total", "aggregate" => req.aggregate_type)
                     .increment(req.events.len() as u64)
             }

@@ -80,6 +80,7 @@ async fn simulated_calls_are_ingested_and_every_transcript_is_seen_complete_with
     );
 
     // The server agrees: two establishments, four ended calls, six segments each.
+    app.state().projectors.catch_up().await.unwrap();
     let (calls, ended, segments): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE NOT active),
                 (SELECT count(*) FROM rm_transcript_segments)
@@ -126,6 +127,8 @@ async fn signed_incoming_call_webhooks_are_all_routed_to_the_runtime() {
     assert_eq!(report["requests_ok"], 40);
     assert!(report["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
     // Every request was a distinct call, routed to the runtime (at least 40 + 4 warm-up).
+    // Webhooks answer before the read models show the calls.
+    app.state().projectors.catch_up().await.unwrap();
     let accepted: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM rm_calls WHERE direction = 'inbound' AND routing->>'outcome' = 'accepted'",
     )
