@@ -69,6 +69,9 @@ pub struct Runtimes {
     pub drain_told: Mutex<HashMap<String, bool>>,
     /// Client for runtimes' control endpoints (short timeouts, no proxy).
     pub http: reqwest::Client,
+    /// Runtime tokens seen recently (token hash → principal), so ingestion does not look the
+    /// token up on every event.
+    pub token_cache: principal::TokenCache,
 }
 
 impl Runtimes {
@@ -99,6 +102,7 @@ impl Runtimes {
             ops_wake: Notify::new(),
             monitor_wake: Notify::new(),
             drain_told: Mutex::new(HashMap::new()),
+            token_cache: Default::default(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .connect_timeout(Duration::from_secs(1))

@@ -2,6 +2,9 @@
 //! given in `CONTROL_PLANE_TOKEN` (stored only as a SHA-256 hash) and scoped to its
 //! establishment.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use sqlx::PgPool;
@@ -35,6 +38,34 @@ impl RuntimePrincipal {
     }
 }
 
+/// How long a runtime token stays trusted without a database look-up.
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
+const TOKEN_CACHE_CAPACITY: usize = 10_000;
+
+/// Recently seen runtime tokens (by hash).
+#[derive(Default)]
+pub struct TokenCache(parking_lot::Mutex<HashMap<String, (RuntimePrincipal, Instant)>>);
+
+impl TokenCache {
+    fn get(&self, hash: &str) -> Option<RuntimePrincipal> {
+        let map = self.0.lock();
+        map.get(hash)
+            .filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL)
+            .map(|(p, _)| p.clone())
+    }
+
+    fn put(&self, hash: String, p: RuntimePrincipal) {
+        let mut map = self.0.lock();
+        if map.len() >= TOKEN_CACHE_CAPACITY {
+            map.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+            if map.len() >= TOKEN_CACHE_CAPACITY {
+                map.clear();
+            }
+        }
+        map.insert(hash, (p, Instant::now()));
+    }
+}
+
 impl FromRequestParts<AppState> for RuntimePrincipal {
     type Rejection = ApiError;
 
@@ -44,8 +75,14 @@ impl FromRequestParts<AppState> for RuntimePrincipal {
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)
             .ok_or_else(|| ApiError::unauthorized("missing bearer token (the runtime token)"))?;
-        Self::lookup(&state.pool, token)
+        let hash = hash_secret(token);
+        if let Some(p) = state.runtimes.token_cache.get(&hash) {
+            return Ok(p);
+        }
+        let p = Self::lookup(&state.pool, token)
             .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown runtime token"))
+            .ok_or_else(|| ApiError::unauthorized("unknown runtime token"))?;
+        state.runtimes.token_cache.put(hash, p.clone());
+        Ok(p)
     }
 }

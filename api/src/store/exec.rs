@@ -203,8 +203,9 @@ impl CommandBus {
         A::Event: UniqueClaims,
     {
         let idem = options.idempotency.as_ref();
-        // Cheap early answer for replays; the append re-checks inside its transaction.
-        if let Some(claim) = idem {
+        // Cheap early answer for replays; the append re-checks inside its transaction. A stream
+        // the caller just created cannot have a replay yet.
+        if let Some(claim) = idem.filter(|_| !options.fresh_stream) {
             if let Some(record) = self
                 .store
                 .idempotency_record(&claim.key)
