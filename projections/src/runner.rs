@@ -145,6 +145,10 @@ pub struct ProjectorConfig {
     pub poll_interval: Duration,
     /// Maximum events per batch transaction.
     pub batch_size: i64,
+    /// Shortest time between two batches of one projector: under a stream of commits, events
+    /// gather into larger batches instead of one transaction each (an idle projector still
+    /// starts at once).
+    pub min_batch_interval: Duration,
 }
 
 impl Default for ProjectorConfig {
@@ -152,6 +156,7 @@ impl Default for ProjectorConfig {
         Self {
             poll_interval: Duration::from_millis(100),
             batch_size: 500,
+            min_batch_interval: Duration::from_millis(10),
         }
     }
 }
@@ -215,9 +220,8 @@ impl Projector {
         if !locked {
             return Ok(Batch::Busy);
         }
-        let stored = read_checkpoint(&mut tx, self.name()).await?;
+        let (stored, horizon) = read_checkpoint_and_horizon(&mut tx, self.name()).await?;
         let from = stored.max(*self.memory.lock());
-        let horizon = read_horizon(&mut tx).await?;
         let events = read_batch(
             &mut tx,
             from,
@@ -317,10 +321,16 @@ impl Projector {
         let mut failures = 0u32;
         let mut blocked = 0u32;
         let mut poll_due = true;
+        let mut last_batch = Instant::now() - self.config.min_batch_interval;
         loop {
             let pending = self.hub.latest_of(types) > *self.memory.lock();
             if pending || poll_due {
                 poll_due = false;
+                let since = last_batch.elapsed();
+                if since < self.config.min_batch_interval {
+                    tokio::time::sleep(self.config.min_batch_interval - since).await;
+                }
+                last_batch = Instant::now();
                 match self.run_batch().await {
                     Ok(Batch::Applied(_)) => {
                         failures = 0;
@@ -362,6 +372,29 @@ impl Projector {
     }
 }
 
+/// The stored checkpoint and the read horizon, in one round trip (after the lock is held).
+async fn read_checkpoint_and_horizon(
+    conn: &mut PgConnection,
+    name: &str,
+) -> anyhow::Result<(Checkpoint, u64)> {
+    let row = sqlx::query(
+        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon,
+                (SELECT last_txid::text FROM projector_checkpoints WHERE name = $1) AS txid,
+                (SELECT last_position FROM projector_checkpoints WHERE name = $1) AS position",
+    )
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await?;
+    let cp = match row.get::<Option<String>, _>("txid") {
+        Some(txid) => Checkpoint {
+            txid: txid.parse()?,
+            position: row.get::<Option<i64>, _>("position").unwrap_or(0),
+        },
+        None => Checkpoint::START,
+    };
+    Ok((cp, row.get::<String, _>("horizon").parse()?))
+}
+
 async fn read_checkpoint(conn: &mut PgConnection, name: &str) -> anyhow::Result<Checkpoint> {
     let row = sqlx::query(
         "SELECT last_txid::text AS txid, last_position FROM projector_checkpoints WHERE name = $1",
@@ -399,14 +432,6 @@ async fn write_checkpoint(
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// Every transaction below this id has finished: rows below it are final.
-async fn read_horizon(conn: &mut PgConnection) -> anyhow::Result<u64> {
-    let h: String = sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(h.parse()?)
 }
 
 async fn read_batch(

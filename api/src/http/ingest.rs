@@ -298,7 +298,8 @@ async fn ingest_one(
         key: format!("ingest:{}:{key}", runtime.establishment_id),
         request_hash,
         response: Value::Null,
-    });
+    })
+    .without_precheck();
     let mut ctx =
         CommandContext::from_request(Actor::Runtime(runtime.runtime_id.clone()), request_id)
             .in_establishment(&runtime.establishment_id);

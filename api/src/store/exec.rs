@@ -37,6 +37,10 @@ pub struct ExecOptions {
     /// The caller just minted the stream's id: skip loading it (if the stream exists after
     /// all, the append reports a version conflict and the command is re-run on the real state).
     pub fresh_stream: bool,
+    /// Skip the idempotency look-up before running the command (for high-volume writes whose
+    /// replays are rare: the key is still claimed in the append transaction, so a replay is
+    /// still answered as a duplicate, only later).
+    pub no_precheck: bool,
 }
 
 impl ExecOptions {
@@ -44,7 +48,14 @@ impl ExecOptions {
         Self {
             idempotency: Some(claim),
             fresh_stream: false,
+            no_precheck: false,
         }
+    }
+
+    /// See `no_precheck`.
+    pub fn without_precheck(mut self) -> Self {
+        self.no_precheck = true;
+        self
     }
 
     /// For a stream whose id was just generated (see `fresh_stream`).
@@ -205,7 +216,7 @@ impl CommandBus {
         let idem = options.idempotency.as_ref();
         // Cheap early answer for replays; the append re-checks inside its transaction. A stream
         // the caller just created cannot have a replay yet.
-        if let Some(claim) = idem.filter(|_| !options.fresh_stream) {
+        if let Some(claim) = idem.filter(|_| !options.fresh_stream && !options.no_precheck) {
             if let Some(record) = self
                 .store
                 .idempotency_record(&claim.key)

@@ -522,6 +522,51 @@ async fn e2e_a_signed_incoming_call_gets_twiml_aimed_at_the_runtime_with_the_act
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let hook = s.incoming(CALLER, NUMBER);
+    s.twilio.send(&hook).await;
+    let call = wait_call(&s.app, hook.param("CallSid").unwrap(), "routed", |c| {
+        !c["routing"].is_null()
+    })
+    .await;
+    assert_eq!(call["routing"]["reason"], "draining");
+
+    // A stopped runtime is not ready: the caller goes to the handoff number.
+    let r = s
+        .app
+        .post(&format!("/runtimes/{rt_id}/stop"), &s.root, json!({}))
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s
+        .app
+        .get(&format!("/runtimes/{rt_id}/status"), &s.root)
+        .await
+        .body["status"]
+        != "stopped"
+    {
+        assert!(Instant::now() < deadline, "runtime never stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = s
+        .app
+        .post(&format!("/runtimes/{rt_id}/resume"), &s.root, json!({}))
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let hook = s.incoming(CALLER, NUMBER);
+        let (_, _, xml) = twiml_of(s.twilio.send(&hook).await).await;
+        let call = wait_call(&s.app, hook.param("CallSid").unwrap(), "routed", |c| {
+            !c["routing"].is_null()
+        })
+        .await;
+        if call["routing"]["reason"] == "not_ready" {
+            assert!(xml.contains(HANDOFF) && !xml.contains("<Stream"), "{xml}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "stopped runtime: {call}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn outbound(s: &Setup, key: Option<&str>, to: &str) -> tests::app::Resp {

@@ -1,6 +1,7 @@
 //! The integration suite: one test binary (one link) with a module per area.
 
 mod agents;
+mod analysis;
 mod audit;
 mod auth;
 mod calls;

@@ -73,6 +73,7 @@ fn projector(pool: &PgPool, hub: &Hub, batch_size: i64) -> Arc<Projector> {
         ProjectorConfig {
             poll_interval: Duration::from_millis(50),
             batch_size,
+            ..ProjectorConfig::default()
         },
     ))
 }
@@ -148,6 +149,7 @@ async fn the_running_projector_picks_up_a_late_commit_from_another_process_by_po
         ProjectorConfig {
             poll_interval: Duration::from_millis(50),
             batch_size: 100,
+            ..ProjectorConfig::default()
         },
     );
     let tasks = projectors.spawn();
