@@ -125,6 +125,7 @@ bench_env=(env DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/bench_store"
 log "bench append-cost ($append_events events, cached)"
 "${bench_env[@]}" "$bin" bench append-cost --events "$append_events" | grep -v '^{' | tee "$out/append-cost.txt"
 log "bench append-cost ($append_events events, --no-cache: snapshot + tail per command)"
+psql_ -d postgres -c "DROP DATABASE IF EXISTS bench_store WITH (FORCE)" -c "CREATE DATABASE bench_store" >/dev/null
 "${bench_env[@]}" "$bin" bench append-cost --events "$append_events" --no-cache | grep -v '^{' | tee "$out/append-cost-no-cache.txt"
 log "bench projection-lag ($lag_events events, $lag_writers writers)"
 "${bench_env[@]}" "$bin" bench projection-lag --events "$lag_events" --writers "$lag_writers" | grep -v '^{' | tee "$out/projection-lag.txt"

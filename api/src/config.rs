@@ -254,7 +254,7 @@ impl Config {
             log_format: None,
             projector_poll_ms: 100,
             call_reaper_interval_seconds: 30,
-            sentiment_interval_ms: 3000,
+            sentiment_interval_ms: 10000,
             summary_llm_base_url: None,
             summary_llm_model: "gpt-4.1-mini".into(),
             summary_llm_api_key: None,

@@ -166,6 +166,9 @@ impl EventStore {
     }
 
     async fn append_inner(&self, req: &Append<'_>) -> Result<AppendResult, StoreError> {
+        if req.claims.is_empty() && req.snapshot.is_none() && !req.events.is_empty() {
+            return self.append_single_statement(req).await;
+        }
         let mut tx = self.pool.begin().await?;
         if let Some(idem) = req.idempotency {
             let claimed: Option<String> = sqlx::query_scalar(
@@ -295,6 +298,84 @@ impl EventStore {
         }
         tx.commit().await?;
         Ok(AppendResult::Committed(committed))
+    }
+
+    /// The common case (no claim, no snapshot due) as one statement in its own transaction:
+    /// the idempotency key and the events are inserted by one query, so a high-volume append
+    /// is one round trip instead of four. Same guarantees: the key is claimed atomically with
+    /// the events (a concurrent duplicate waits for the first and then inserts nothing), and a
+    /// clash on `events_pkey` is a version conflict.
+    async fn append_single_statement(&self, req: &Append<'_>) -> Result<AppendResult, StoreError> {
+        let n = req.events.len();
+        let sequences: Vec<i64> = (1..=n as i64)
+            .map(|i| req.expected_sequence as i64 + i)
+            .collect();
+        let types: Vec<&str> = req.events.iter().map(|e| e.event_type.as_str()).collect();
+        let versions: Vec<&str> = req
+            .events
+            .iter()
+            .map(|e| e.event_version.as_str())
+            .collect();
+        let payloads: Vec<&Value> = req.events.iter().map(|e| &e.payload).collect();
+        let metadata = serde_json::to_value(req.metadata)?;
+        let idem = req.idempotency;
+        let rows = sqlx::query(
+            "WITH k AS (
+                 INSERT INTO idempotency_keys (key, request_hash, aggregate_type, aggregate_id, response)
+                 SELECT $8, $9, $1, $2, $10 WHERE $8::text IS NOT NULL
+                 ON CONFLICT (key) DO NOTHING RETURNING key
+             ), e AS (
+                 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                 SELECT $1, $2, s, t, v, p, $7
+                 FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) AS u(s, t, v, p)
+                 WHERE $8::text IS NULL OR EXISTS (SELECT 1 FROM k)
+                 ORDER BY s
+                 RETURNING position, transaction_id::text AS txid
+             )
+             SELECT position, txid FROM e",
+        )
+        .bind(req.aggregate_type)
+        .bind(req.aggregate_id)
+        .bind(&sequences)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&payloads)
+        .bind(&metadata)
+        .bind(idem.map(|i| i.key.as_str()))
+        .bind(idem.map(|i| i.request_hash.as_str()))
+        .bind(idem.map(|i| &i.response))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| {
+            if constraint_of(&e) == Some("events_pkey") {
+                StoreError::VersionConflict
+            } else {
+                StoreError::Database(e)
+            }
+        })?;
+        if rows.is_empty() {
+            // Only an idempotency key already taken keeps the events out.
+            let Some(idem) = idem else {
+                return Err(StoreError::Decode("the append inserted nothing".into()));
+            };
+            let record = self
+                .idempotency_record(&idem.key)
+                .await?
+                .ok_or(StoreError::VersionConflict)?;
+            return if record.request_hash == idem.request_hash {
+                Ok(AppendResult::Duplicate(record))
+            } else {
+                Err(StoreError::IdempotencyMismatch(record))
+            };
+        }
+        let positions: Vec<i64> = rows.iter().map(|r| r.get("position")).collect();
+        let txid: String = rows[0].get("txid");
+        Ok(AppendResult::Committed(Some(Committed {
+            txid: txid.parse().map_err(|_| StoreError::Decode(txid.clone()))?,
+            first_position: positions.iter().copied().min().unwrap_or_default(),
+            last_position: positions.iter().copied().max().unwrap_or_default(),
+            last_sequence: req.expected_sequence + n as u64,
+        })))
     }
 
     pub async fn idempotency_record(
