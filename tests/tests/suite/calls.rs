@@ -413,14 +413,11 @@ async fn status_callbacks_replayed_twice_and_shuffled_give_the_same_final_call()
             StatusCode::NO_CONTENT
         );
     }
-    let a = wait_call(&s.app, in_order, "completed", |c| {
-        c["status"] == "completed"
-    })
-    .await;
-    let b = wait_call(&s.app, shuffled, "completed", |c| {
-        c["status"] == "completed"
-    })
-    .await;
+    // The read model is eventually consistent: wait until every callback has been projected
+    // (the late in-progress one sets `answered_at` on a call that is already completed).
+    let settled = |c: &Value| c["status"] == "completed" && c["answered_at"].is_string();
+    let a = wait_call(&s.app, in_order, "completed and answered", settled).await;
+    let b = wait_call(&s.app, shuffled, "completed and answered", settled).await;
     assert_eq!(summary(&a), summary(&b));
     assert_eq!(a["duration_seconds"], 202);
     assert_eq!(a["active"], false);

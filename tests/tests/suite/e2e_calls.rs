@@ -340,7 +340,7 @@ async fn transcript(w: &World, call_id: &str, cursor: Option<&str>) -> Json {
         None => format!("/calls/{call_id}/transcript?limit=1000"),
     };
     // The webhook answers before the call is projected: a first poll may precede it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let mut r = w.app.get(&path, &w.root).await;
     while r.status == StatusCode::NOT_FOUND && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -371,7 +371,8 @@ fn ids(items: &Json) -> Vec<String> {
         .collect()
 }
 
-const POLL: Duration = Duration::from_millis(400);
+/// The fastest cadence D.3 recommends for a live transcript.
+const POLL: Duration = Duration::from_millis(1000);
 
 #[tokio::test]
 async fn e2e4_a_twilio_call_streams_to_the_runtime_and_the_ui_sees_the_transcript_grow_poll_by_poll(

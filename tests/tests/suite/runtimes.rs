@@ -872,7 +872,7 @@ async fn stop_after_drain_waits_for_active_calls_to_end() {
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert_eq!(runtime_of(&app, &root, &est).await["draining"], true);
     // The runtime itself is told.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let info: Json = app
             .client
