@@ -47,6 +47,11 @@ impl CallDirectory {
         Ok(owner)
     }
 
+    /// The call of `sid` if this process has seen it, without asking the database.
+    pub fn cached(&self, sid: &str) -> Option<String> {
+        self.cache.lock().get(sid).cloned()
+    }
+
     pub fn remember(&self, sid: &str, call_id: &str) {
         let mut cache = self.cache.lock();
         if cache.len() >= DIRECTORY_CAPACITY {
@@ -62,16 +67,45 @@ impl CallDirectory {
 pub async fn execute_for_sid(
     state: &AppState,
     sid: &CallSid,
-    mut command: impl FnMut(&str) -> CallCommand,
+    command: impl FnMut(&str) -> CallCommand,
     ctx: &CommandContext,
     options: ExecOptions,
 ) -> Result<(String, Outcome<Call>), ExecError<CallError>> {
-    for _ in 0..4 {
-        let existing = state
-            .calls
-            .lookup(&state.pool, sid.as_str())
-            .await
-            .map_err(ExecError::Store)?;
+    execute_for_sid_with(state, sid, command, ctx, options, false).await
+}
+
+/// [`execute_for_sid`] for a `CallSid` that is almost certainly new (Twilio's incoming-call
+/// webhook): the first attempt opens a call without asking the database who owns the sid. When
+/// it was not new after all, the append says so (the idempotency key of a replayed webhook, or
+/// the CallSid claim of a call opened by an earlier callback) and the next attempt looks it up.
+pub async fn execute_for_new_sid(
+    state: &AppState,
+    sid: &CallSid,
+    command: impl FnMut(&str) -> CallCommand,
+    ctx: &CommandContext,
+    options: ExecOptions,
+) -> Result<(String, Outcome<Call>), ExecError<CallError>> {
+    execute_for_sid_with(state, sid, command, ctx, options, true).await
+}
+
+async fn execute_for_sid_with(
+    state: &AppState,
+    sid: &CallSid,
+    mut command: impl FnMut(&str) -> CallCommand,
+    ctx: &CommandContext,
+    options: ExecOptions,
+    likely_new: bool,
+) -> Result<(String, Outcome<Call>), ExecError<CallError>> {
+    for attempt in 0..4 {
+        let existing = if likely_new && attempt == 0 {
+            state.calls.cached(sid.as_str())
+        } else {
+            state
+                .calls
+                .lookup(&state.pool, sid.as_str())
+                .await
+                .map_err(ExecError::Store)?
+        };
         let fresh = existing.is_none();
         let call_id = existing.unwrap_or_else(|| crate::ids::new_id("call"));
         let mut options = options.clone();

@@ -451,33 +451,52 @@ async fn transcript(
     Path(call_id): Path<String>,
     ApiQuery(q): ApiQuery<TranscriptQuery>,
 ) -> ApiResult<Json<Transcript>> {
-    let call = visible_call(&state, &me, &call_id).await?;
     let limit = q.limit.unwrap_or(500);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::validation("limit", "must be between 1 and 1000"));
     }
     let after = match (&q.cursor, &q.since_segment_id) {
-        (Some(c), _) => decode_transcript_cursor(c).ok_or_else(|| ApiError::validation("cursor", "is not a cursor from this API"))?,
-        (None, Some(seg)) => sqlx::query_scalar(
-            "SELECT ordinal FROM rm_transcript_segments WHERE call_id = $1 AND segment_id = $2 ORDER BY ordinal LIMIT 1",
-        )
-        .bind(&call_id)
-        .bind(seg)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or_else(|| ApiError::validation("since_segment_id", "is not a segment of this call"))?,
-        (None, None) => 0,
+        (Some(c), _) => Some(
+            decode_transcript_cursor(c)
+                .ok_or_else(|| ApiError::validation("cursor", "is not a cursor from this API"))?,
+        ),
+        (None, Some(_)) => None,
+        (None, None) => Some(0),
     };
+    // The call and the page of segments in one statement (one round trip, one snapshot: the
+    // counters and the rows agree). `since_segment_id` is resolved inside it too.
     let rows = sqlx::query(
-        "SELECT ordinal, segment_id, speaker, text, started_at, ended_at, confidence
-         FROM rm_transcript_segments WHERE call_id = $1 AND ordinal > $2
-         ORDER BY ordinal LIMIT $3",
+        "WITH c AS (
+             SELECT id, establishment_id, segments, expected_segments, runtime_ended, active, runtime_started,
+                    coalesce($2, (SELECT min(ordinal) FROM rm_transcript_segments
+                                  WHERE call_id = $1 AND segment_id = $4)) AS after
+             FROM rm_calls WHERE id = $1
+         )
+         SELECT c.establishment_id, c.segments, c.expected_segments, c.runtime_ended, c.active,
+                c.runtime_started, c.after, s.ordinal, s.segment_id, s.speaker, s.text, s.started_at,
+                s.ended_at, s.confidence
+         FROM c LEFT JOIN LATERAL (
+             SELECT ordinal, segment_id, speaker, text, started_at, ended_at, confidence
+             FROM rm_transcript_segments WHERE call_id = c.id AND ordinal > c.after
+             ORDER BY ordinal LIMIT $3
+         ) s ON true",
     )
     .bind(&call_id)
     .bind(after)
     .bind(limit)
+    .bind(q.since_segment_id.as_deref())
     .fetch_all(&state.pool)
     .await?;
+    let call = rows.first().ok_or_else(|| ApiError::not_found("call"))?;
+    me.member_of(call.get::<&str, _>("establishment_id"))
+        .map_err(|_| ApiError::not_found("call"))?;
+    let after: i64 = call
+        .get::<Option<i64>, _>("after")
+        .ok_or_else(|| ApiError::validation("since_segment_id", "is not a segment of this call"))?;
+    let rows: Vec<&PgRow> = rows
+        .iter()
+        .filter(|r| r.get::<Option<i64>, _>("ordinal").is_some())
+        .collect();
     let last = rows
         .iter()
         .map(|r| r.get::<i64, _>("ordinal"))

@@ -16,7 +16,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::calls::{execute_for_sid, fallback_message, route_inbound, runtime_of};
+use crate::calls::{
+    execute_for_new_sid, execute_for_sid, fallback_message, route_inbound, runtime_of,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::http::ReqId;
 use crate::store::{Actor, CommandContext, ExecError, ExecOptions, IdempotencyClaim, Outcome};
@@ -206,7 +208,7 @@ async fn incoming_call(
     };
     let ctx = twilio_ctx(p.call_sid.as_str(), &request_id, Some(&establishment_id));
     let decision = routed.decision.clone();
-    let (call_id, outcome) = execute_for_sid(
+    let (call_id, outcome) = execute_for_new_sid(
         &state,
         &p.call_sid,
         |call_id| CallCommand::ReceiveInbound {

@@ -166,9 +166,25 @@ impl EventStore {
     }
 
     async fn append_inner(&self, req: &Append<'_>) -> Result<AppendResult, StoreError> {
-        if req.claims.is_empty() && req.snapshot.is_none() && !req.events.is_empty() {
-            return self.append_single_statement(req).await;
+        let only_new_claims = req
+            .claims
+            .iter()
+            .all(|c| matches!(c, ClaimOp::Claim { .. }));
+        if req.snapshot.is_none() && !req.events.is_empty() && only_new_claims {
+            match self.append_single_statement(req).await {
+                // A claim already held (by another aggregate, or by this one: a re-claim) aborts
+                // the whole statement; the transaction below tells which and answers accordingly.
+                Err(StoreError::Database(e)) if constraint_of(&e) == Some("unique_claims_pkey") => {
+                }
+                other => return other,
+            }
         }
+        self.append_in_transaction(req).await
+    }
+
+    /// The general append: one transaction, one statement per part (key, each claim or
+    /// release, events, snapshot).
+    async fn append_in_transaction(&self, req: &Append<'_>) -> Result<AppendResult, StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some(idem) = req.idempotency {
             let claimed: Option<String> = sqlx::query_scalar(
@@ -300,11 +316,13 @@ impl EventStore {
         Ok(AppendResult::Committed(committed))
     }
 
-    /// The common case (no claim, no snapshot due) as one statement in its own transaction:
-    /// the idempotency key and the events are inserted by one query, so a high-volume append
-    /// is one round trip instead of four. Same guarantees: the key is claimed atomically with
-    /// the events (a concurrent duplicate waits for the first and then inserts nothing), and a
-    /// clash on `events_pkey` is a version conflict.
+    /// The common case (no release, no snapshot due) as one statement in its own transaction:
+    /// the idempotency key, the new claims and the events are inserted by one query, so an
+    /// append is one round trip instead of four or more. Same guarantees: the key and the claims
+    /// are taken atomically with the events (a concurrent duplicate waits for the first and then
+    /// inserts nothing; a claim someone holds fails the whole statement on
+    /// `unique_claims_pkey`, and the caller retries in a transaction), and a clash on
+    /// `events_pkey` is a version conflict.
     async fn append_single_statement(&self, req: &Append<'_>) -> Result<AppendResult, StoreError> {
         let n = req.events.len();
         let sequences: Vec<i64> = (1..=n as i64)
@@ -319,11 +337,24 @@ impl EventStore {
         let payloads: Vec<&Value> = req.events.iter().map(|e| &e.payload).collect();
         let metadata = serde_json::to_value(req.metadata)?;
         let idem = req.idempotency;
+        let (claim_scopes, claim_values): (Vec<&str>, Vec<&str>) = req
+            .claims
+            .iter()
+            .filter_map(|c| match c {
+                ClaimOp::Claim { scope, value } => Some((*scope, value.as_str())),
+                ClaimOp::Release { .. } => None,
+            })
+            .unzip();
         let rows = sqlx::query(
             "WITH k AS (
                  INSERT INTO idempotency_keys (key, request_hash, aggregate_type, aggregate_id, response)
                  SELECT $8, $9, $1, $2, $10 WHERE $8::text IS NOT NULL
                  ON CONFLICT (key) DO NOTHING RETURNING key
+             ), c AS (
+                 INSERT INTO unique_claims (scope, value, owner_type, owner_id)
+                 SELECT cs, cv, $1, $2 FROM UNNEST($11::text[], $12::text[]) AS u(cs, cv)
+                 WHERE $8::text IS NULL OR EXISTS (SELECT 1 FROM k)
+                 RETURNING scope
              ), e AS (
                  INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
                  SELECT $1, $2, s, t, v, p, $7
@@ -344,6 +375,8 @@ impl EventStore {
         .bind(idem.map(|i| i.key.as_str()))
         .bind(idem.map(|i| i.request_hash.as_str()))
         .bind(idem.map(|i| &i.response))
+        .bind(&claim_scopes)
+        .bind(&claim_values)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| {

@@ -197,6 +197,74 @@ async fn two_users_claiming_one_email_at_once_yield_exactly_one_account() {
     assert_eq!(n, 1);
 }
 
+/// The one-statement append takes the idempotency key, the claims and the events together: a
+/// claim someone else holds leaves nothing behind (no key, no claim, no event), so the same key
+/// can later succeed for the right request.
+#[tokio::test]
+async fn a_refused_claim_leaves_neither_its_idempotency_key_nor_any_event() {
+    let (_, pool) = tests::db::fresh_pool().await;
+    let bus = CommandBus::new(EventStore::new(pool.clone(), Hub::default()));
+    let first = register(&bus, "taken@example.com").await;
+    let register_with_key = |email: &str| {
+        let id = control_plane::ids::new_id("usr");
+        (
+            id.clone(),
+            UserCommand::Register {
+                user_id: id,
+                email: email.parse().unwrap(),
+                display_name: "y".into(),
+                password_hash: None,
+                platform_admin: false,
+            },
+        )
+    };
+    let key = || {
+        ExecOptions::idempotent(IdempotencyClaim {
+            key: "signup-1".into(),
+            request_hash: "h".into(),
+            response: json!({}),
+        })
+    };
+    let (loser, cmd) = register_with_key("taken@example.com");
+    let r = bus
+        .execute::<User>(&loser, cmd, &CommandContext::system("t"), key())
+        .await;
+    assert!(
+        matches!(r, Err(ExecError::ClaimTaken { .. })),
+        "{:?}",
+        r.err()
+    );
+    let left: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM idempotency_keys WHERE key = 'signup-1'),
+                (SELECT count(*) FROM unique_claims WHERE owner_id = $1),
+                (SELECT count(*) FROM events WHERE aggregate_id = $1)",
+    )
+    .bind(&loser)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, (0, 0, 0));
+    // The same key now succeeds for a free address, and its replay is a duplicate.
+    let (winner, cmd) = register_with_key("free@example.com");
+    let r = bus
+        .execute::<User>(&winner, cmd.clone(), &CommandContext::system("t"), key())
+        .await
+        .unwrap();
+    assert!(matches!(r, Outcome::Applied { .. }));
+    let again = bus
+        .execute::<User>(&winner, cmd, &CommandContext::system("t"), key())
+        .await
+        .unwrap();
+    assert!(matches!(again, Outcome::Duplicate(_)));
+    let owner: String = sqlx::query_scalar(
+        "SELECT owner_id FROM unique_claims WHERE scope = 'user_email' AND value = 'taken@example.com'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(owner, first, "the first holder keeps its claim");
+}
+
 #[tokio::test]
 async fn an_aggregate_loaded_from_snapshot_and_tail_equals_a_full_replay() {
     let (_, pool) = tests::db::fresh_pool().await;
