@@ -404,12 +404,15 @@ async fn e2e4_a_twilio_call_streams_to_the_runtime_and_the_ui_sees_the_transcrip
         for id in &new {
             assert!(!seen.contains(id), "{id} returned twice");
         }
-        // Speaker order inside a poll.
-        let starts: Vec<&str> = t["items"]
+        // Speaker order inside a poll (as instants: RFC 3339 text does not sort when one has
+        // no fractional seconds).
+        let starts: Vec<chrono::DateTime<chrono::FixedOffset>> = t["items"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|s| s["started_at"].as_str().unwrap())
+            .map(|s| {
+                chrono::DateTime::parse_from_rfc3339(s["started_at"].as_str().unwrap()).unwrap()
+            })
             .collect();
         assert!(starts.windows(2).all(|p| p[0] <= p[1]), "{starts:?}");
         seen.extend(new.iter().cloned());
