@@ -200,15 +200,7 @@ impl EventStore {
             .await?;
             if claimed.is_none() {
                 tx.rollback().await?;
-                let record = self
-                    .idempotency_record(&idem.key)
-                    .await?
-                    .ok_or(StoreError::VersionConflict)?;
-                return if record.request_hash == idem.request_hash {
-                    Ok(AppendResult::Duplicate(record))
-                } else {
-                    Err(StoreError::IdempotencyMismatch(record))
-                };
+                return self.duplicate_of(idem).await;
             }
         }
         for claim in &req.claims {
@@ -252,18 +244,7 @@ impl EventStore {
         }
         let mut committed = None;
         if !req.events.is_empty() {
-            let n = req.events.len();
-            let sequences: Vec<i64> = (1..=n as i64)
-                .map(|i| req.expected_sequence as i64 + i)
-                .collect();
-            let types: Vec<&str> = req.events.iter().map(|e| e.event_type.as_str()).collect();
-            let versions: Vec<&str> = req
-                .events
-                .iter()
-                .map(|e| e.event_version.as_str())
-                .collect();
-            let payloads: Vec<&Value> = req.events.iter().map(|e| &e.payload).collect();
-            let metadata = serde_json::to_value(req.metadata)?;
+            let cols = EventColumns::of(req)?;
             let rows = sqlx::query(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
                  SELECT $1, $2, s, t, v, p, $7
@@ -273,28 +254,15 @@ impl EventStore {
             )
             .bind(req.aggregate_type)
             .bind(req.aggregate_id)
-            .bind(&sequences)
-            .bind(&types)
-            .bind(&versions)
-            .bind(&payloads)
-            .bind(&metadata)
+            .bind(&cols.sequences)
+            .bind(&cols.types)
+            .bind(&cols.versions)
+            .bind(&cols.payloads)
+            .bind(&cols.metadata)
             .fetch_all(&mut *tx)
             .await
-            .map_err(|e| {
-                if constraint_of(&e) == Some("events_pkey") {
-                    StoreError::VersionConflict
-                } else {
-                    StoreError::Database(e)
-                }
-            })?;
-            let positions: Vec<i64> = rows.iter().map(|r| r.get("position")).collect();
-            let txid: String = rows[0].get("txid");
-            committed = Some(Committed {
-                txid: txid.parse().map_err(|_| StoreError::Decode(txid.clone()))?,
-                first_position: positions.iter().copied().min().unwrap_or_default(),
-                last_position: positions.iter().copied().max().unwrap_or_default(),
-                last_sequence: req.expected_sequence + n as u64,
-            });
+            .map_err(events_error)?;
+            committed = Some(committed_from(req, &rows).ok_or_else(no_landing)?);
             if let Some(snapshot) = &req.snapshot {
                 sqlx::query(
                     "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
@@ -306,7 +274,7 @@ impl EventStore {
                 )
                 .bind(req.aggregate_type)
                 .bind(req.aggregate_id)
-                .bind((req.expected_sequence + n as u64) as i64)
+                .bind((req.expected_sequence + req.events.len() as u64) as i64)
                 .bind(snapshot)
                 .execute(&mut *tx)
                 .await?;
@@ -324,18 +292,7 @@ impl EventStore {
     /// `unique_claims_pkey`, and the caller retries in a transaction), and a clash on
     /// `events_pkey` is a version conflict.
     async fn append_single_statement(&self, req: &Append<'_>) -> Result<AppendResult, StoreError> {
-        let n = req.events.len();
-        let sequences: Vec<i64> = (1..=n as i64)
-            .map(|i| req.expected_sequence as i64 + i)
-            .collect();
-        let types: Vec<&str> = req.events.iter().map(|e| e.event_type.as_str()).collect();
-        let versions: Vec<&str> = req
-            .events
-            .iter()
-            .map(|e| e.event_version.as_str())
-            .collect();
-        let payloads: Vec<&Value> = req.events.iter().map(|e| &e.payload).collect();
-        let metadata = serde_json::to_value(req.metadata)?;
+        let cols = EventColumns::of(req)?;
         let idem = req.idempotency;
         let (claim_scopes, claim_values): (Vec<&str>, Vec<&str>) = req
             .claims
@@ -367,11 +324,11 @@ impl EventStore {
         )
         .bind(req.aggregate_type)
         .bind(req.aggregate_id)
-        .bind(&sequences)
-        .bind(&types)
-        .bind(&versions)
-        .bind(&payloads)
-        .bind(&metadata)
+        .bind(&cols.sequences)
+        .bind(&cols.types)
+        .bind(&cols.versions)
+        .bind(&cols.payloads)
+        .bind(&cols.metadata)
         .bind(idem.map(|i| i.key.as_str()))
         .bind(idem.map(|i| i.request_hash.as_str()))
         .bind(idem.map(|i| &i.response))
@@ -379,36 +336,31 @@ impl EventStore {
         .bind(&claim_values)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| {
-            if constraint_of(&e) == Some("events_pkey") {
-                StoreError::VersionConflict
-            } else {
-                StoreError::Database(e)
-            }
-        })?;
+        .map_err(events_error)?;
         if rows.is_empty() {
             // Only an idempotency key already taken keeps the events out.
             let Some(idem) = idem else {
                 return Err(StoreError::Decode("the append inserted nothing".into()));
             };
-            let record = self
-                .idempotency_record(&idem.key)
-                .await?
-                .ok_or(StoreError::VersionConflict)?;
-            return if record.request_hash == idem.request_hash {
-                Ok(AppendResult::Duplicate(record))
-            } else {
-                Err(StoreError::IdempotencyMismatch(record))
-            };
+            return self.duplicate_of(idem).await;
         }
-        let positions: Vec<i64> = rows.iter().map(|r| r.get("position")).collect();
-        let txid: String = rows[0].get("txid");
-        Ok(AppendResult::Committed(Some(Committed {
-            txid: txid.parse().map_err(|_| StoreError::Decode(txid.clone()))?,
-            first_position: positions.iter().copied().min().unwrap_or_default(),
-            last_position: positions.iter().copied().max().unwrap_or_default(),
-            last_sequence: req.expected_sequence + n as u64,
-        })))
+        Ok(AppendResult::Committed(Some(
+            committed_from(req, &rows).ok_or_else(no_landing)?,
+        )))
+    }
+
+    /// The answer to an append whose idempotency key was already taken: a duplicate of the
+    /// same request, or a refusal when the key came with another request.
+    async fn duplicate_of(&self, idem: &IdempotencyClaim) -> Result<AppendResult, StoreError> {
+        let record = self
+            .idempotency_record(&idem.key)
+            .await?
+            .ok_or(StoreError::VersionConflict)?;
+        if record.request_hash == idem.request_hash {
+            Ok(AppendResult::Duplicate(record))
+        } else {
+            Err(StoreError::IdempotencyMismatch(record))
+        }
     }
 
     pub async fn idempotency_record(
@@ -470,6 +422,59 @@ impl EventStore {
             state.apply(serde_json::from_value(e.payload)?);
         }
         Ok((state, sequence))
+    }
+}
+
+/// The events of an append as the arrays the `UNNEST` insert takes.
+struct EventColumns<'a> {
+    sequences: Vec<i64>,
+    types: Vec<&'a str>,
+    versions: Vec<&'a str>,
+    payloads: Vec<&'a Value>,
+    metadata: Value,
+}
+
+impl<'a> EventColumns<'a> {
+    fn of(req: &'a Append<'_>) -> Result<Self, serde_json::Error> {
+        let first = req.expected_sequence as i64 + 1;
+        Ok(Self {
+            sequences: (first..first + req.events.len() as i64).collect(),
+            types: req.events.iter().map(|e| e.event_type.as_str()).collect(),
+            versions: req
+                .events
+                .iter()
+                .map(|e| e.event_version.as_str())
+                .collect(),
+            payloads: req.events.iter().map(|e| &e.payload).collect(),
+            metadata: serde_json::to_value(req.metadata)?,
+        })
+    }
+}
+
+/// Where the inserted events (`RETURNING position, txid`) landed; `None` when the rows do not
+/// say (no row, or a transaction id that is not a number).
+fn committed_from(req: &Append<'_>, rows: &[sqlx::postgres::PgRow]) -> Option<Committed> {
+    let positions: Vec<i64> = rows.iter().map(|r| r.get("position")).collect();
+    let txid: String = rows.first()?.get("txid");
+    Some(Committed {
+        txid: txid.parse().ok()?,
+        first_position: positions.iter().copied().min()?,
+        last_position: positions.iter().copied().max()?,
+        last_sequence: req.expected_sequence + req.events.len() as u64,
+    })
+}
+
+fn no_landing() -> StoreError {
+    StoreError::Decode("the events insert did not return its positions".into())
+}
+
+/// An error of the events insert: a clash on `events_pkey` (the sequence is taken) is the only
+/// version conflict.
+fn events_error(e: sqlx::Error) -> StoreError {
+    if constraint_of(&e) == Some("events_pkey") {
+        StoreError::VersionConflict
+    } else {
+        StoreError::Database(e)
     }
 }
 
