@@ -533,19 +533,21 @@ async fn e2e5_after_the_call_the_summary_sentiment_recording_link_and_tool_log_a
     twilio.stop().await;
     let ended = Instant::now();
 
-    // Summary and sentiment (D.4): the spec allows 2 minutes; ours must show within 10 s.
+    // Summary and sentiment (D.4): the spec allows 2 minutes; ours must show within 30 s
+    // (a few seconds when the machine is not running a test suite besides).
     let call = loop {
         let c = w.app.get(&format!("/calls/{call_id}"), &w.root).await;
         assert_eq!(c.status, StatusCode::OK, "{}", c.text);
         if c.body["status"] == "completed"
             && !c.body["summary"].is_null()
             && !c.body["sentiment"].is_null()
+            && c.body["has_recording"] == true
         {
             break c.body;
         }
         assert!(
-            ended.elapsed() < Duration::from_secs(10),
-            "no summary/sentiment 10 s after the call: {}",
+            ended.elapsed() < Duration::from_secs(30),
+            "no summary/sentiment/recording 30 s after the call: {}",
             c.text
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -773,10 +775,19 @@ async fn the_runtime_retries_while_the_control_plane_is_down_mid_call_and_no_seg
             .await
             .unwrap();
     assert_eq!(expected, Some(SEGMENTS as i64), "call_ended.segment_count");
-    let c = app.get(&format!("/calls/{call_id}"), &root).await;
+    // `recording_available` comes after `call_ended`: the transcript can be complete a moment
+    // before the recording is projected.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let c = loop {
+        let c = app.get(&format!("/calls/{call_id}"), &root).await;
+        if c.body["has_recording"] == true || Instant::now() > deadline {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(c.body["status"], "completed", "{}", c.text);
     assert_eq!(c.body["tool_calls"], 1);
-    assert_eq!(c.body["has_recording"], true);
+    assert_eq!(c.body["has_recording"], true, "{}", c.text);
     let info = sim("/info".into()).await;
     assert_eq!(info["outbox"]["pending"], 0, "{info}");
     assert_eq!(info["outbox"]["dropped"], 0, "{info}");
