@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use super::server::{self, Monitor, Watched};
 use super::setup::{self, Tenant};
 use super::stats::{request_error_kind, Errors, Samples};
-use super::{machine_facts, write_report, Api, Target};
+use super::{finish_report, machine_facts, Api, Target};
 use crate::config::Config;
 
 #[derive(Debug, Clone, Args)]
@@ -887,18 +887,7 @@ pub async fn run(config: Config, args: CallsArgs) -> anyhow::Result<serde_json::
         run.active.summary().line(),
         run.active_items_max.load(Ordering::Relaxed)
     );
-    for l in usage.lines() {
-        println!("{l}");
-    }
-    for l in server::stage_lines(&report["server_stages"]) {
-        println!("{l}");
-    }
-    if error_total == 0 {
-        println!("errors: none");
-    } else {
-        println!("errors: {error_total} {:?}", report["errors"]);
-    }
-    write_report(args.target.report.as_deref(), &report)?;
+    finish_report(&usage, &report, error_total, args.target.report.as_deref())?;
     Ok(report)
 }
 

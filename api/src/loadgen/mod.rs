@@ -236,6 +236,28 @@ pub fn machine_facts() -> Value {
     })
 }
 
+/// The end of every run's printout: resource usage, server-side stages, errors by kind; then
+/// the JSON report when asked to.
+pub fn finish_report(
+    usage: &server::Usage,
+    report: &Value,
+    error_total: u64,
+    path: Option<&Path>,
+) -> anyhow::Result<()> {
+    for l in usage.lines() {
+        println!("{l}");
+    }
+    for l in server::stage_lines(&report["server_stages"]) {
+        println!("{l}");
+    }
+    if error_total == 0 {
+        println!("errors: none");
+    } else {
+        println!("errors: {error_total} {:?}", report["errors"]);
+    }
+    write_report(path, report)
+}
+
 /// Writes the JSON report when asked to.
 pub fn write_report(path: Option<&Path>, report: &Value) -> anyhow::Result<()> {
     if let Some(p) = path {

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::server::{self, Monitor, Watched};
 use super::setup::{self, Tenant};
 use super::stats::{request_error_kind, Errors, Samples};
-use super::{machine_facts, write_report, Api, Target};
+use super::{finish_report, machine_facts, Api, Target};
 use crate::config::Config;
 use crate::twilio::signature;
 
@@ -311,18 +311,7 @@ pub async fn run(config: Config, args: WebhooksArgs) -> anyhow::Result<serde_jso
         "latency (client side, request to full TwiML): {}",
         latency.line()
     );
-    for l in usage.lines() {
-        println!("{l}");
-    }
-    for l in server::stage_lines(&report["server_stages"]) {
-        println!("{l}");
-    }
-    if error_total == 0 {
-        println!("errors: none");
-    } else {
-        println!("errors: {error_total} {:?}", report["errors"]);
-    }
-    write_report(args.target.report.as_deref(), &report)?;
+    finish_report(&usage, &report, error_total, args.target.report.as_deref())?;
     Ok(report)
 }
 

@@ -245,23 +245,18 @@ impl EventStore {
         let mut committed = None;
         if !req.events.is_empty() {
             let cols = EventColumns::of(req)?;
-            let rows = sqlx::query(
+            let insert = sqlx::query(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
                  SELECT $1, $2, s, t, v, p, $7
                  FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) AS u(s, t, v, p)
                  ORDER BY s
                  RETURNING position, transaction_id::text AS txid",
-            )
-            .bind(req.aggregate_type)
-            .bind(req.aggregate_id)
-            .bind(&cols.sequences)
-            .bind(&cols.types)
-            .bind(&cols.versions)
-            .bind(&cols.payloads)
-            .bind(&cols.metadata)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(events_error)?;
+            );
+            let rows = cols
+                .bind(req, insert)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(events_error)?;
             committed = Some(committed_from(req, &rows).ok_or_else(no_landing)?);
             if let Some(snapshot) = &req.snapshot {
                 sqlx::query(
@@ -302,7 +297,7 @@ impl EventStore {
                 ClaimOp::Release { .. } => None,
             })
             .unzip();
-        let rows = sqlx::query(
+        let append = sqlx::query(
             "WITH k AS (
                  INSERT INTO idempotency_keys (key, request_hash, aggregate_type, aggregate_id, response)
                  SELECT $8, $9, $1, $2, $10 WHERE $8::text IS NOT NULL
@@ -311,7 +306,6 @@ impl EventStore {
                  INSERT INTO unique_claims (scope, value, owner_type, owner_id)
                  SELECT cs, cv, $1, $2 FROM UNNEST($11::text[], $12::text[]) AS u(cs, cv)
                  WHERE $8::text IS NULL OR EXISTS (SELECT 1 FROM k)
-                 RETURNING scope
              ), e AS (
                  INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
                  SELECT $1, $2, s, t, v, p, $7
@@ -321,22 +315,17 @@ impl EventStore {
                  RETURNING position, transaction_id::text AS txid
              )
              SELECT position, txid FROM e",
-        )
-        .bind(req.aggregate_type)
-        .bind(req.aggregate_id)
-        .bind(&cols.sequences)
-        .bind(&cols.types)
-        .bind(&cols.versions)
-        .bind(&cols.payloads)
-        .bind(&cols.metadata)
-        .bind(idem.map(|i| i.key.as_str()))
-        .bind(idem.map(|i| i.request_hash.as_str()))
-        .bind(idem.map(|i| &i.response))
-        .bind(&claim_scopes)
-        .bind(&claim_values)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(events_error)?;
+        );
+        let rows = cols
+            .bind(req, append)
+            .bind(idem.map(|i| i.key.as_str()))
+            .bind(idem.map(|i| i.request_hash.as_str()))
+            .bind(idem.map(|i| &i.response))
+            .bind(&claim_scopes)
+            .bind(&claim_values)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(events_error)?;
         if rows.is_empty() {
             // Only an idempotency key already taken keeps the events out.
             let Some(idem) = idem else {
@@ -435,6 +424,22 @@ struct EventColumns<'a> {
 }
 
 impl<'a> EventColumns<'a> {
+    /// Binds `$1`–`$7` of an events insert: aggregate type and id, then the columns.
+    fn bind<'q>(
+        &'q self,
+        req: &'q Append<'_>,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(req.aggregate_type)
+            .bind(req.aggregate_id)
+            .bind(&self.sequences)
+            .bind(&self.types)
+            .bind(&self.versions)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
+    }
+
     fn of(req: &'a Append<'_>) -> Result<Self, serde_json::Error> {
         let first = req.expected_sequence as i64 + 1;
         Ok(Self {
