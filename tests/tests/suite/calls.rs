@@ -496,7 +496,9 @@ async fn e2e_a_signed_incoming_call_gets_twiml_aimed_at_the_runtime_with_the_act
     let (_, _, xml2) = twiml_of(s.twilio.send(&s.incoming(CALLER, NUMBER)).await).await;
     assert_eq!(parameter(&xml2, "agent_version_id"), Some(v2.as_str()));
 
-    // The call is recorded with its decision, visible to members in /calls/{id}.
+    // The call is recorded with its decision, visible to members in /calls/{id} once projected
+    // (webhooks answer Twilio without waiting for the read models).
+    s.app.state().projectors.catch_up().await.unwrap();
     let details = s.app.get(&format!("/calls/{call_id}"), &s.root).await;
     assert_eq!(details.status, StatusCode::OK, "{}", details.text);
     assert_eq!(details.body["routing_decision"]["outcome"], "accepted");

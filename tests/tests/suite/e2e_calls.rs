@@ -500,6 +500,8 @@ async fn e2e4_a_twilio_call_streams_to_the_runtime_and_the_ui_sees_the_transcrip
         assert!(Instant::now() < deadline, "transcript never complete: {t}");
         tokio::time::sleep(POLL).await;
     }
+    // Twilio's last callbacks are in; the read model has them once the projectors caught up.
+    w.app.state().projectors.catch_up().await.unwrap();
     let call = w.app.get(&format!("/calls/{call_id}"), &w.root).await;
     assert_eq!(call.body["status"], "completed", "{}", call.text);
     assert_eq!(call.body["transcript_segments"], SEGMENTS);
