@@ -371,14 +371,16 @@ fn ids(items: &Json) -> Vec<String> {
         .collect()
 }
 
-/// The fastest cadence D.3 recommends for a live transcript.
-const POLL: Duration = Duration::from_millis(1000);
+/// The UI's cadence for a live transcript (D.3: every 1–2 s). The slow end: the suite runs
+/// several Docker-backed tests at once on two cores, and "within one poll cycle" is D.3's
+/// promise for the cadence the UI actually uses.
+const POLL: Duration = Duration::from_millis(2000);
 
 #[tokio::test]
 async fn e2e4_a_twilio_call_streams_to_the_runtime_and_the_ui_sees_the_transcript_grow_poll_by_poll(
 ) {
     const SEGMENTS: usize = 16;
-    let Some(w) = world(json!({"SIM_SEGMENTS": SEGMENTS.to_string(), "SIM_PACE_MS": "300"})).await
+    let Some(w) = world(json!({"SIM_SEGMENTS": SEGMENTS.to_string(), "SIM_PACE_MS": "500"})).await
     else {
         return;
     };
