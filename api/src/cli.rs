@@ -35,7 +35,7 @@ pub enum Command {
     /// (docs/runtimes.md).
     Bench {
         #[command(subcommand)]
-        command: BenchCommand,
+        command: crate::bench::BenchCommand,
     },
     /// Load against a RUNNING control plane over HTTP: simulated calls (runtime events in, UI
     /// polls out) or signed Twilio webhooks (docs/benchmarks.md).
@@ -59,41 +59,12 @@ pub enum ProjectionsCommand {
     List,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Appends N events to one stream and compares the cost of the first and last 1,000.
-    AppendCost {
-        #[arg(long, default_value_t = 10_000)]
-        events: u64,
-        /// Load the aggregate from the database (snapshot + tail) on every command instead of
-        /// the in-process cache.
-        #[arg(long)]
-        no_cache: bool,
-    },
-    /// Measures append-to-visible lag of the projectors under concurrent writers.
-    ProjectionLag {
-        #[arg(long, default_value_t = 2_000)]
-        events: u64,
-        #[arg(long, default_value_t = 16)]
-        writers: u64,
-    },
-    /// Provision-to-ready time of a runtime on the local Docker engine: provisions and starts
-    /// one runtime per run (each in a new establishment) and waits for it to be ready.
-    RuntimeReady {
-        #[arg(long, default_value_t = 5)]
-        runs: u32,
-        /// A local image implementing the runtime contract.
-        #[arg(long, default_value = "agent-runtime-sim:latest")]
-        image: String,
-    },
-}
-
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve => crate::app::serve(cli.config).await,
+        Command::Serve => crate::server::serve(cli.config).await,
         Command::Migrate => {
-            let pool = crate::app::connect(&cli.config).await?;
-            crate::app::migrate(&pool).await?;
+            let pool = crate::db::connect(&cli.config).await?;
+            crate::db::migrate(&pool).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -104,9 +75,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn projections(config: Config, command: ProjectionsCommand) -> anyhow::Result<()> {
-    let pool = crate::app::connect(&config).await?;
-    crate::app::migrate(&pool).await?;
-    let all = crate::app::projections();
+    let pool = crate::db::connect(&config).await?;
+    crate::db::migrate(&pool).await?;
+    let all = crate::state::projections();
     match command {
         ProjectionsCommand::List => {
             for p in &all {

@@ -31,13 +31,20 @@ impl Projection for IdentityProjection {
         ]
     }
 
-    async fn apply(&self, tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
-        match e.aggregate_type.as_str() {
-            "User" => apply_user(tx, e).await,
-            "Establishment" => apply_establishment(tx, e).await,
-            "Invitation" => apply_invitation(tx, e).await,
-            _ => Ok(()),
+    async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        for e in events {
+            apply_event(tx, e).await?;
         }
+        Ok(())
+    }
+}
+
+async fn apply_event(tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
+    match e.aggregate_type.as_str() {
+        "User" => apply_user(tx, e).await,
+        "Establishment" => apply_establishment(tx, e).await,
+        "Invitation" => apply_invitation(tx, e).await,
+        _ => Ok(()),
     }
 }
 
@@ -219,4 +226,53 @@ async fn apply_invitation(tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads of `rm_establishments`
+// ---------------------------------------------------------------------------------------------
+
+pub async fn establishment_exists(pool: &sqlx::PgPool, id: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_establishments WHERE id = $1)")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+}
+
+/// The establishment's locale (e.g. `pt-BR`).
+pub async fn establishment_locale(pool: &sqlx::PgPool, id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT locale FROM rm_establishments WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The user of a live session with their memberships (oldest first): `None` when the session
+/// is unknown, revoked or expired.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionUser {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub platform_admin: bool,
+    /// `[[establishment_id, role], …]`
+    pub memberships: serde_json::Value,
+}
+
+pub async fn session_user(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+    user_id: &str,
+) -> sqlx::Result<Option<SessionUser>> {
+    sqlx::query_as(
+        "SELECT u.id, u.email, u.display_name, u.platform_admin,
+                COALESCE((SELECT json_agg(json_build_array(m.establishment_id, m.role) ORDER BY m.created_at, m.establishment_id)
+                          FROM rm_memberships m WHERE m.user_id = u.id), '[]'::json)::jsonb AS memberships
+         FROM sessions s JOIN rm_users u ON u.id = s.user_id
+         WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > now()",
+    )
+    .bind(session_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
 }

@@ -57,13 +57,11 @@ impl Projection for RoutingProjection {
         &["rm_telephony", "rm_routing_agents", "rm_routing"]
     }
 
-    async fn apply(&self, tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
-        match e.aggregate_type.as_str() {
-            "Establishment" => apply_establishment(tx, e).await,
-            "Agent" => apply_agent(tx, e).await,
-            "Telephony" => apply_telephony(tx, e).await,
-            _ => Ok(()),
+    async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        for e in events {
+            apply_event(tx, e).await?;
         }
+        Ok(())
     }
 
     async fn after_commit(&self, pool: &PgPool, events: &[StoredEvent]) {
@@ -76,6 +74,15 @@ impl Projection for RoutingProjection {
             tracing::error!(error = %format!("{e:#}"), "routing index refresh failed; the periodic reload will retry");
             self.index.mark_stale();
         }
+    }
+}
+
+async fn apply_event(tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
+    match e.aggregate_type.as_str() {
+        "Establishment" => apply_establishment(tx, e).await,
+        "Agent" => apply_agent(tx, e).await,
+        "Telephony" => apply_telephony(tx, e).await,
+        _ => Ok(()),
     }
 }
 
@@ -464,4 +471,19 @@ impl RoutingIndex {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads of `rm_telephony`
+// ---------------------------------------------------------------------------------------------
+
+/// The establishment's handoff number, if one is configured.
+pub async fn handoff_number(pool: &PgPool, establishment_id: &str) -> sqlx::Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT handoff_e164 FROM rm_telephony WHERE establishment_id = $1")
+            .bind(establishment_id)
+            .fetch_optional(pool)
+            .await?
+            .flatten(),
+    )
 }

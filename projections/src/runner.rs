@@ -32,19 +32,10 @@ pub trait Projection: Send + Sync + 'static {
     fn aggregate_types(&self) -> &'static [&'static str];
     /// Tables this projection owns; a rebuild empties them first.
     fn tables(&self) -> &'static [&'static str];
-    /// Applies one event inside the batch transaction.
-    async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()>;
-    /// Applies a batch; override to write in bulk.
-    async fn apply_batch(
-        &self,
-        tx: &mut PgConnection,
-        events: &[StoredEvent],
-    ) -> anyhow::Result<()> {
-        for event in events {
-            self.apply(tx, event).await?;
-        }
-        Ok(())
-    }
+    /// Applies a batch of events, in commit order, inside the batch transaction (the one entry
+    /// point: a projection that writes event by event loops here, one that writes in bulk
+    /// groups them).
+    async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()>;
     /// Runs after a batch committed (e.g. to refresh an in-memory index).
     async fn after_commit(&self, _pool: &PgPool, _events: &[StoredEvent]) {}
 }
@@ -94,6 +85,11 @@ impl Hub {
             .copied()
             .max()
             .unwrap_or(Checkpoint::START)
+    }
+
+    /// How many local commits there have been (a counter that only grows).
+    pub fn commits(&self) -> u64 {
+        *self.commits.borrow()
     }
 
     pub fn subscribe_commits(&self) -> watch::Receiver<u64> {
@@ -241,7 +237,7 @@ impl Projector {
             self.hub.publish(self.name(), cp);
             return Ok(Batch::Idle);
         };
-        self.projection.apply_batch(&mut tx, &events).await?;
+        self.projection.apply(&mut tx, &events).await?;
         write_checkpoint(&mut tx, self.name(), last, events.len()).await?;
         tx.commit().await?;
         // Before reporting progress, so a writer waiting to read its own write also sees
@@ -545,7 +541,7 @@ pub async fn rebuild(
         let Some(last) = events.last().map(StoredEvent::checkpoint) else {
             break;
         };
-        projection.apply_batch(&mut tx, &events).await?;
+        projection.apply(&mut tx, &events).await?;
         cp = last;
         done += events.len() as u64;
         progress(done, total.max(done as i64) as u64);

@@ -2,8 +2,9 @@
 
 use std::net::SocketAddr;
 
-use control_plane::app::{App, AppState};
 use control_plane::config::Config;
+use control_plane::server::App;
+use control_plane::state::AppState;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 pub use serde_json::Value as Json;
@@ -78,7 +79,7 @@ impl Builder {
         for f in self.tweak {
             f(&mut config);
         }
-        let app = control_plane::app::start(config)
+        let app = control_plane::server::start(config)
             .await
             .expect("server starts");
         let addr = app.addr;
@@ -258,7 +259,7 @@ impl TestApp {
                     )
                     .await
                     .expect("register");
-                state.visible(&outcome).await;
+                state.bus.visible(&outcome).await;
                 id
             }
         };
@@ -275,7 +276,7 @@ impl TestApp {
             )
             .await
             .expect("add member");
-        state.visible(&outcome).await;
+        state.bus.visible(&outcome).await;
         self.login(email, "member-password-1").await
     }
 }

@@ -24,7 +24,7 @@ fn with_db(url: &str, db: &str) -> String {
 
 fn template_name() -> String {
     let mut h = Sha256::new();
-    for m in control_plane::app::MIGRATOR.iter() {
+    for m in control_plane::db::MIGRATOR.iter() {
         h.update(m.version.to_le_bytes());
         h.update(&m.checksum);
     }
@@ -71,7 +71,7 @@ async fn ensure_template(admin: &mut PgConnection) -> String {
         let pool = PgPool::connect(&with_db(&base_url(), &building))
             .await
             .expect("connect template");
-        control_plane::app::migrate(&pool)
+        control_plane::db::migrate(&pool)
             .await
             .expect("migrate template");
         pool.close().await;

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use control_plane::twilio::signature;
+use control_plane::adapters::twilio::signature;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 

@@ -1,9 +1,7 @@
-//! Authentication: password hashing, access tokens backed by revocable sessions, the login
-//! throttle, one-time tokens, and the `Principal` extractor with its role checks.
+//! Authentication building blocks: password hashing, access tokens backed by revocable
+//! sessions, one-time tokens and the login throttle. The request extractors that use them live
+//! in `http::principal`.
 
 pub mod password;
-pub mod principal;
 pub mod throttle;
 pub mod tokens;
-
-pub use principal::Principal;

@@ -7,22 +7,22 @@ use argon2::password_hash::{
 };
 use argon2::Argon2;
 
-use crate::error::ApiError;
+use crate::application::Invalid;
 
 pub const MIN_LEN: usize = 8;
 pub const MAX_LEN: usize = 128;
 
 /// Checks the password policy (length only: long passphrases beat composition rules).
-pub fn check_policy(password: &str) -> Result<(), ApiError> {
+pub fn check_policy(password: &str) -> Result<(), Invalid> {
     let n = password.chars().count();
     if n < MIN_LEN {
-        return Err(ApiError::validation(
+        return Err(Invalid::new(
             "password",
             format!("must be at least {MIN_LEN} characters"),
         ));
     }
     if n > MAX_LEN {
-        return Err(ApiError::validation(
+        return Err(Invalid::new(
             "password",
             format!("must be at most {MAX_LEN} characters"),
         ));

@@ -22,11 +22,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult, DomainError};
-use crate::http::{ApiJson, ApiQuery, ReqId};
+use crate::http::error::{ApiError, ApiResult, DomainError};
+use crate::http::extract::{ApiJson, ApiQuery, RequestId as ReqId};
+use crate::http::principal::Principal;
 use crate::ids::is_id;
+use crate::state::AppState;
 use crate::store::{Actor, CommandContext, ExecOptions, Outcome};
 
 /// Longest agent name and description, in characters.
@@ -195,7 +195,7 @@ async fn execute(
         .bus
         .execute::<Agent>(agent_id, command, &ctx, ExecOptions::default())
         .await?;
-    state.visible(&outcome).await;
+    state.bus.visible(&outcome).await;
     Ok(outcome)
 }
 

@@ -17,11 +17,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use crate::auth::password;
 use crate::auth::tokens::{one_time_token, parse_one_time_token};
-use crate::auth::{password, Principal};
-use crate::error::{ApiError, ApiResult};
-use crate::http::{ApiJson, ReqId};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{ApiJson, RequestId as ReqId};
+use crate::http::principal::Principal;
+use crate::state::AppState;
 use crate::store::exec::ExecError;
 use crate::store::{Actor, CommandContext, ExecOptions};
 
@@ -214,11 +215,13 @@ async fn send_reset(state: &AppState, email: &str, request_id: &str) -> anyhow::
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    state.mailer.send(crate::mail::password_reset(
-        email.as_str(),
-        &state.config.frontend_base_url(),
-        &token,
-    ));
+    state
+        .mailer
+        .enqueue(crate::application::messages::password_reset(
+            email.as_str(),
+            &state.config.frontend_base_url(),
+            &token,
+        ));
     Ok(())
 }
 
@@ -274,7 +277,7 @@ async fn reset_password(
         .bind(user_id)
         .execute(&state.pool)
         .await?;
-    state.visible(&outcome).await;
+    state.bus.visible(&outcome).await;
     Ok(Json(StatusResponse {
         status: "password_reset",
     }))
@@ -368,7 +371,7 @@ async fn accept_invite(
                 .await
             {
                 Ok(outcome) => {
-                    state.visible(&outcome).await;
+                    state.bus.visible(&outcome).await;
                     account_created = true;
                     user_id
                 }
@@ -408,8 +411,8 @@ async fn accept_invite(
             ExecOptions::default(),
         )
         .await?;
-    state.visible(&joined).await;
-    state.visible(&accepted).await;
+    state.bus.visible(&joined).await;
+    state.bus.visible(&accepted).await;
     Ok(Json(AcceptInviteResponse {
         user_id,
         establishment_id,

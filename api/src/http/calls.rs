@@ -2,29 +2,30 @@
 //! the timeline, transcript (cursor protocol of Appendix D.2), recording (short-lived signed
 //! link), tool log; and the two call actions: outbound calls and handoff to a human.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 
-use aggregates::call::{Call, CallCommand, CallStatus, Direction, MachineDetection, Requester};
+use aggregates::call::{CallStatus, Direction, MachineDetection};
 use aggregates::common::{Role, E164};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
+use projections::calls::queries::{self as calls, CallRow, HistoryFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
-use sqlx::postgres::PgRow;
-use sqlx::Row;
+use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult};
-use crate::http::{ApiJson, ApiQuery, ReqId};
-use crate::store::{Actor, CommandContext, ExecOptions, IdempotencyClaim, Outcome};
+use crate::application::handoff::{HandoffError, HandoffRequest, Handoffs};
+use crate::application::outbound_call::{OutboundCalls, OutboundError, QueuedCall};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{ApiJson, ApiQuery, RequestId};
+use crate::http::principal::Principal;
+use crate::http::recording_links::RecordingLinks;
+use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -38,9 +39,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(handoff))
         .routes(routes!(recording_media))
 }
-
-const CALL_COLUMNS: &str = "id, provider, provider_call_sid, establishment_id, agent_id, agent_version_id, status,
-    direction, from_party, to_party, started_at, answered_at, ended_at, duration_seconds, sentiment, summary";
 
 #[derive(Serialize, ToSchema)]
 pub struct Sentiment {
@@ -78,35 +76,20 @@ fn sentiment(v: Option<Value>) -> Option<Sentiment> {
     })
 }
 
-/// Seconds of the call: final when it is over, computed at read time while it runs (talk time
-/// once answered, else time since it started).
-fn duration(r: &PgRow, now: DateTime<Utc>) -> i64 {
-    if let Some(d) = r.get::<Option<i32>, _>("duration_seconds") {
-        if r.get::<Option<DateTime<Utc>>, _>("ended_at").is_some() {
-            return d as i64;
-        }
-    }
-    let from = r
-        .get::<Option<DateTime<Utc>>, _>("answered_at")
-        .unwrap_or_else(|| r.get("started_at"));
-    let until = r.get::<Option<DateTime<Utc>>, _>("ended_at").unwrap_or(now);
-    (until - from).num_seconds().max(0)
-}
-
-fn item(r: &PgRow, now: DateTime<Utc>) -> CallItem {
+fn item(r: &CallRow, now: DateTime<Utc>) -> CallItem {
     CallItem {
-        call_id: r.get("id"),
-        provider: r.get("provider"),
-        provider_call_sid: r.get("provider_call_sid"),
-        establishment_id: r.get("establishment_id"),
-        agent_id: r.get("agent_id"),
-        status: r.get("status"),
-        direction: r.get("direction"),
-        from_e164: r.get("from_party"),
-        to_e164: r.get("to_party"),
-        started_at: r.get("started_at"),
-        duration_seconds: duration(r, now),
-        sentiment: sentiment(r.get("sentiment")),
+        call_id: r.id.clone(),
+        provider: r.provider.clone(),
+        provider_call_sid: r.provider_call_sid.clone(),
+        establishment_id: r.establishment_id.clone(),
+        agent_id: r.agent_id.clone(),
+        status: r.status.clone(),
+        direction: r.direction.clone(),
+        from_e164: r.from_party.clone(),
+        to_e164: r.to_party.clone(),
+        started_at: r.started_at,
+        duration_seconds: r.duration_at(now),
+        sentiment: sentiment(r.sentiment.clone()),
     }
 }
 
@@ -140,7 +123,7 @@ fn scope(me: &Principal, establishment_id: Option<&String>) -> ApiResult<Option<
 #[utoipa::path(get, path = "/calls/active", tag = "calls", security(("bearer" = [])), params(ActiveQuery),
     responses((status = 200, body = ActiveCalls), (status = 404)))]
 async fn active_calls(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     ApiQuery(q): ApiQuery<ActiveQuery>,
 ) -> ApiResult<Json<ActiveCalls>> {
@@ -149,15 +132,7 @@ async fn active_calls(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::validation("limit", "must be between 1 and 1000"));
     }
-    let rows = sqlx::query(&format!(
-        "SELECT {CALL_COLUMNS} FROM rm_calls
-         WHERE active AND ($1::text[] IS NULL OR establishment_id = ANY($1))
-         ORDER BY started_at DESC, id DESC LIMIT $2"
-    ))
-    .bind(&scope)
-    .bind(limit)
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = calls::active(&pool, scope.as_deref(), limit).await?;
     let now = Utc::now();
     Ok(Json(ActiveCalls {
         items: rows.iter().map(|r| item(r, now)).collect(),
@@ -213,7 +188,7 @@ fn decode_cursor(c: &str) -> Option<(DateTime<Utc>, String)> {
 #[utoipa::path(get, path = "/calls", tag = "calls", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = CallPage), (status = 404), (status = 422)))]
 async fn list_calls(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<CallPage>> {
@@ -235,32 +210,17 @@ async fn list_calls(
         ),
         None => None,
     };
-    let rows = sqlx::query(&format!(
-        "SELECT {CALL_COLUMNS} FROM rm_calls
-         WHERE ($1::text[] IS NULL OR establishment_id = ANY($1))
-           AND ($2::text IS NULL OR agent_id = $2)
-           AND ($3::text IS NULL OR status = $3)
-           AND ($4::text IS NULL OR direction = $4)
-           AND ($5::text IS NULL OR from_party = $5)
-           AND ($6::text IS NULL OR to_party = $6)
-           AND ($7::timestamptz IS NULL OR started_at >= $7)
-           AND ($8::timestamptz IS NULL OR started_at < $8)
-           AND ($9::timestamptz IS NULL OR (started_at, id) < ($9, $10))
-         ORDER BY started_at DESC, id DESC LIMIT $11"
-    ))
-    .bind(&scope)
-    .bind(&q.agent_id)
-    .bind(&q.status)
-    .bind(&q.direction)
-    .bind(&q.from_e164)
-    .bind(&q.to_e164)
-    .bind(q.started_after)
-    .bind(q.started_before)
-    .bind(after.as_ref().map(|a| a.0))
-    .bind(after.as_ref().map(|a| a.1.clone()))
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
+    let filter = HistoryFilter {
+        agent_id: q.agent_id,
+        status: q.status,
+        direction: q.direction,
+        from_e164: q.from_e164,
+        to_e164: q.to_e164,
+        started_after: q.started_after,
+        started_before: q.started_before,
+        before: after,
+    };
+    let rows = calls::history(&pool, scope.as_deref(), &filter, limit + 1).await?;
     let now = Utc::now();
     let more = rows.len() as i64 > limit;
     let items: Vec<CallItem> = rows
@@ -278,16 +238,14 @@ async fn list_calls(
     Ok(Json(CallPage { items, next_cursor }))
 }
 
-/// Loads a call row the caller may see (404 otherwise).
-async fn visible_call(state: &AppState, me: &Principal, call_id: &str) -> ApiResult<PgRow> {
-    let row = sqlx::query("SELECT * FROM rm_calls WHERE id = $1")
-        .bind(call_id)
-        .fetch_optional(&state.pool)
+/// The call's establishment when the caller may see the call (404 otherwise).
+async fn visible_call(pool: &PgPool, me: &Principal, call_id: &str) -> ApiResult<String> {
+    let establishment = calls::establishment_of(pool, call_id)
         .await?
         .ok_or_else(|| ApiError::not_found("call"))?;
-    me.member_of(row.get::<&str, _>("establishment_id"))
+    me.member_of(&establishment)
         .map_err(|_| ApiError::not_found("call"))?;
-    Ok(row)
+    Ok(establishment)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -336,59 +294,60 @@ pub struct CallDetails {
 #[utoipa::path(get, path = "/calls/{callId}", tag = "calls", security(("bearer" = [])),
     params(("callId" = String, Path)), responses((status = 200, body = CallDetails), (status = 404)))]
 async fn get_call(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     Path(call_id): Path<String>,
 ) -> ApiResult<Json<CallDetails>> {
-    let r = visible_call(&state, &me, &call_id).await?;
-    let timeline = sqlx::query(
-        "SELECT at, kind, detail FROM rm_call_timeline WHERE call_id = $1 ORDER BY sequence",
-    )
-    .bind(&call_id)
-    .fetch_all(&state.pool)
-    .await?
-    .iter()
-    .map(|t| TimelineEntry {
-        at: t.get("at"),
-        kind: t.get("kind"),
-        detail: t.get("detail"),
-    })
-    .collect();
-    let sentiment_raw: Option<Value> = r.get("sentiment");
-    let windows = sentiment_raw
+    let r = calls::details(&pool, &call_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("call"))?;
+    me.member_of(&r.call.establishment_id)
+        .map_err(|_| ApiError::not_found("call"))?;
+    let timeline = calls::timeline(&pool, &call_id)
+        .await?
+        .into_iter()
+        .map(|t| TimelineEntry {
+            at: t.at,
+            kind: t.kind,
+            detail: t.detail,
+        })
+        .collect();
+    let windows = r
+        .call
+        .sentiment
         .as_ref()
         .and_then(|s| s.get("windows"))
         .map(|w| {
             Value::Array(
-            w.as_array()
-                .into_iter()
-                .flatten()
-                .map(|w| {
-                    let p = w.get("score").and_then(Value::as_f64).unwrap_or(0.0);
-                    json!({"start": w.get("start"), "end": w.get("end"), "label": w.get("label"),
-                           "score": ((p + 1.0) / 2.0 * 100.0).round() / 100.0})
-                })
-                .collect(),
-        )
+                w.as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|w| {
+                        let p = w.get("score").and_then(Value::as_f64).unwrap_or(0.0);
+                        json!({"start": w.get("start"), "end": w.get("end"), "label": w.get("label"),
+                               "score": ((p + 1.0) / 2.0 * 100.0).round() / 100.0})
+                    })
+                    .collect(),
+            )
         });
     Ok(Json(CallDetails {
-        call: item(&r, Utc::now()),
-        agent_version_id: r.get("agent_version_id"),
-        answered_at: r.get("answered_at"),
-        ended_at: r.get("ended_at"),
-        routing_decision: r.get("routing"),
-        answered_by: r.get("answered_by"),
-        placement: r.get("placement"),
-        handoff: r.get("handoff"),
-        requested_by: r.get("requested_by"),
-        metadata: r.get("metadata"),
+        call: item(&r.call, Utc::now()),
+        agent_version_id: r.call.agent_version_id.clone(),
+        answered_at: r.call.answered_at,
+        ended_at: r.call.ended_at,
+        routing_decision: r.routing,
+        answered_by: r.answered_by,
+        placement: r.placement,
+        handoff: r.handoff,
+        requested_by: r.requested_by,
+        metadata: r.metadata,
         sentiment_windows: windows,
-        summary: r.get("summary"),
-        has_recording: r.get::<Option<Value>, _>("recording").is_some(),
-        transcript_segments: r.get("segments"),
-        tool_calls: r.get("tool_calls"),
-        runtime_errors: r.get("runtime_errors"),
-        reaped_reason: r.get("reaped_reason"),
+        summary: r.call.summary.clone(),
+        has_recording: r.recording.is_some(),
+        transcript_segments: r.segments,
+        tool_calls: r.tool_calls,
+        runtime_errors: r.runtime_errors,
+        reaped_reason: r.reaped_reason,
         timeline,
     }))
 }
@@ -446,7 +405,7 @@ fn decode_transcript_cursor(c: &str) -> Option<i64> {
     params(("callId" = String, Path), TranscriptQuery),
     responses((status = 200, body = Transcript), (status = 404), (status = 422)))]
 async fn transcript(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     Path(call_id): Path<String>,
     ApiQuery(q): ApiQuery<TranscriptQuery>,
@@ -463,75 +422,39 @@ async fn transcript(
         (None, Some(_)) => None,
         (None, None) => Some(0),
     };
-    // The call and the page of segments in one statement (one round trip, one snapshot: the
-    // counters and the rows agree). `since_segment_id` is resolved inside it too.
-    let rows = sqlx::query(
-        "WITH c AS (
-             SELECT id, establishment_id, segments, expected_segments, runtime_ended, active, runtime_started,
-                    coalesce($2, (SELECT min(ordinal) FROM rm_transcript_segments
-                                  WHERE call_id = $1 AND segment_id = $4)) AS after
-             FROM rm_calls WHERE id = $1
-         )
-         SELECT c.establishment_id, c.segments, c.expected_segments, c.runtime_ended, c.active,
-                c.runtime_started, c.after, s.ordinal, s.segment_id, s.speaker, s.text, s.started_at,
-                s.ended_at, s.confidence
-         FROM c LEFT JOIN LATERAL (
-             SELECT ordinal, segment_id, speaker, text, started_at, ended_at, confidence
-             FROM rm_transcript_segments WHERE call_id = c.id AND ordinal > c.after
-             ORDER BY ordinal LIMIT $3
-         ) s ON true",
-    )
-    .bind(&call_id)
-    .bind(after)
-    .bind(limit)
-    .bind(q.since_segment_id.as_deref())
-    .fetch_all(&state.pool)
-    .await?;
-    let call = rows.first().ok_or_else(|| ApiError::not_found("call"))?;
-    me.member_of(call.get::<&str, _>("establishment_id"))
+    let page = calls::transcript_page(&pool, &call_id, after, q.since_segment_id.as_deref(), limit)
+        .await?
+        .ok_or_else(|| ApiError::not_found("call"))?;
+    me.member_of(&page.call.establishment_id)
         .map_err(|_| ApiError::not_found("call"))?;
-    let after: i64 = call
-        .get::<Option<i64>, _>("after")
+    let after = page
+        .call
+        .after
         .ok_or_else(|| ApiError::validation("since_segment_id", "is not a segment of this call"))?;
-    let rows: Vec<&PgRow> = rows
+    let last = page
+        .segments
         .iter()
-        .filter(|r| r.get::<Option<i64>, _>("ordinal").is_some())
-        .collect();
-    let last = rows
-        .iter()
-        .map(|r| r.get::<i64, _>("ordinal"))
+        .map(|s| s.ordinal)
         .max()
         .unwrap_or(after);
-    let mut items: Vec<(i64, Segment)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r.get("ordinal"),
-                Segment {
-                    segment_id: r.get("segment_id"),
-                    speaker: r.get("speaker"),
-                    text: r.get("text"),
-                    started_at: r.get("started_at"),
-                    ended_at: r.get("ended_at"),
-                    confidence: r.get("confidence"),
-                },
-            )
-        })
-        .collect();
+    let mut items = page.segments;
     items.sort_by(|a, b| {
-        (a.1.started_at, &a.1.segment_id, a.0).cmp(&(b.1.started_at, &b.1.segment_id, b.0))
+        (a.started_at, &a.segment_id, a.ordinal).cmp(&(b.started_at, &b.segment_id, b.ordinal))
     });
-    let segments: i64 = call.get("segments");
-    let expected: Option<i64> = call.get("expected_segments");
-    let ended = call.get::<bool, _>("runtime_ended")
-        || (!call.get::<bool, _>("active")
-            && !call.get::<bool, _>("runtime_started")
-            && segments == 0);
-    let all_in = expected.is_none_or(|n| segments >= n);
     Ok(Json(Transcript {
         call_id,
-        is_complete: ended && all_in && last >= segments,
-        items: items.into_iter().map(|(_, s)| s).collect(),
+        is_complete: page.call.is_complete(last),
+        items: items
+            .into_iter()
+            .map(|s| Segment {
+                segment_id: s.segment_id,
+                speaker: s.speaker,
+                text: s.text,
+                started_at: s.started_at,
+                ended_at: s.ended_at,
+                confidence: s.confidence,
+            })
+            .collect(),
         cursor: transcript_cursor(last),
     }))
 }
@@ -549,35 +472,27 @@ pub struct RecordingLink {
 /// How long a recording link stays valid.
 pub const RECORDING_LINK_TTL_SECONDS: i64 = 300;
 
-fn recording_signature(state: &AppState, call_id: &str, expires: i64) -> String {
-    let mut h = Sha256::new();
-    h.update(state.link_key.as_slice());
-    h.update(call_id.as_bytes());
-    h.update(expires.to_be_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
-}
-
 /// The call's recording reference with a short-lived signed link (members only).
 #[utoipa::path(get, path = "/calls/{callId}/recording", tag = "calls", security(("bearer" = [])),
     params(("callId" = String, Path)),
     responses((status = 200, body = RecordingLink), (status = 404, description = "no such call or no recording yet")))]
 async fn recording(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
+    State(links): State<Arc<RecordingLinks>>,
     me: Principal,
     Path(call_id): Path<String>,
 ) -> ApiResult<Json<RecordingLink>> {
-    let call = visible_call(&state, &me, &call_id).await?;
+    let call = calls::details(&pool, &call_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("call"))?;
+    me.member_of(&call.call.establishment_id)
+        .map_err(|_| ApiError::not_found("call"))?;
     let rec: Value = call
-        .get::<Option<Value>, _>("recording")
+        .recording
         .ok_or_else(|| ApiError::not_found("recording"))?;
     let expires_at = Utc::now() + Duration::seconds(RECORDING_LINK_TTL_SECONDS);
-    let expires = expires_at.timestamp();
-    let sig = recording_signature(&state, &call_id, expires);
     Ok(Json(RecordingLink {
-        url: format!(
-            "{}/media/recordings/{call_id}?expires={expires}&signature={sig}",
-            state.config.public_base_url()
-        ),
+        url: links.link(&call_id, expires_at.timestamp()),
         expires_at,
         storage_provider: rec["storage_provider"].as_str().unwrap_or("").to_string(),
         content_type: rec["content_type"].as_str().unwrap_or("").to_string(),
@@ -598,23 +513,17 @@ pub struct MediaQuery {
     params(("callId" = String, Path), MediaQuery),
     responses((status = 302, description = "redirect to the media"), (status = 403, description = "bad or expired signature")))]
 async fn recording_media(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
+    State(links): State<Arc<RecordingLinks>>,
     Path(call_id): Path<String>,
     ApiQuery(q): ApiQuery<MediaQuery>,
 ) -> ApiResult<(StatusCode, HeaderMap)> {
-    let expected = recording_signature(&state, &call_id, q.expires);
-    let ok: bool =
-        subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), q.signature.as_bytes()).into();
-    if !ok || q.expires < Utc::now().timestamp() {
+    if !links.verify(&call_id, q.expires, &q.signature) {
         return Err(ApiError::forbidden("the link is invalid or has expired"));
     }
-    let url: Option<String> =
-        sqlx::query_scalar("SELECT recording->>'recording_url' FROM rm_calls WHERE id = $1")
-            .bind(&call_id)
-            .fetch_optional(&state.pool)
-            .await?
-            .flatten();
-    let url = url.ok_or_else(|| ApiError::not_found("recording"))?;
+    let url = calls::recording_url(&pool, &call_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("recording"))?;
     let mut headers = HeaderMap::new();
     headers.insert(
         axum::http::header::LOCATION,
@@ -655,40 +564,32 @@ pub struct ToolLog {
 #[utoipa::path(get, path = "/calls/{callId}/tool-log", tag = "calls", security(("bearer" = [])),
     params(("callId" = String, Path)), responses((status = 200, body = ToolLog), (status = 404)))]
 async fn tool_log(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     Path(call_id): Path<String>,
 ) -> ApiResult<Json<ToolLog>> {
-    visible_call(&state, &me, &call_id).await?;
-    let rows = sqlx::query(
-        "SELECT invocation, tool_name, arguments, result, error, called_at, result_at, latency_ms
-         FROM rm_tool_log WHERE call_id = $1 ORDER BY sequence",
-    )
-    .bind(&call_id)
-    .fetch_all(&state.pool)
-    .await?;
+    visible_call(&pool, &me, &call_id).await?;
+    let rows = calls::tool_log(&pool, &call_id).await?;
     Ok(Json(ToolLog {
         call_id,
         items: rows
-            .iter()
+            .into_iter()
             .map(|r| {
-                let error: Option<Value> =
-                    r.get::<Option<Value>, _>("error").filter(|e| !e.is_null());
-                let result_at: Option<DateTime<Utc>> = r.get("result_at");
+                let error = r.error.filter(|e| !e.is_null());
                 ToolLogItem {
-                    invocation: r.get("invocation"),
-                    tool_name: r.get("tool_name"),
-                    arguments: r.get("arguments"),
-                    result: r.get::<Option<Value>, _>("result").filter(|v| !v.is_null()),
-                    status: match (&error, result_at) {
+                    invocation: r.invocation,
+                    tool_name: r.tool_name,
+                    arguments: r.arguments,
+                    result: r.result.filter(|v| !v.is_null()),
+                    status: match (&error, r.result_at) {
                         (Some(_), _) => "error",
                         (None, Some(_)) => "ok",
                         (None, None) => "pending",
                     },
                     error,
-                    called_at: r.get("called_at"),
-                    result_at,
-                    latency_ms: r.get("latency_ms"),
+                    called_at: r.called_at,
+                    result_at: r.result_at,
+                    latency_ms: r.latency_ms,
                 }
             })
             .collect(),
@@ -730,19 +631,19 @@ pub struct OutboundResponse {
               (status = 403), (status = 404), (status = 409, description = "no published version, runtime unavailable, or key reused with another request"),
               (status = 422, description = "invalid or blacklisted number"), (status = 503, description = "Twilio is not configured")))]
 async fn outbound_call(
-    State(state): State<AppState>,
-    ReqId(request_id): ReqId,
+    State(outbound): State<Arc<OutboundCalls>>,
+    RequestId(request_id): RequestId,
     me: Principal,
     headers: HeaderMap,
     ApiJson(req): ApiJson<OutboundRequest>,
 ) -> ApiResult<(StatusCode, HeaderMap, Json<OutboundResponse>)> {
     me.require(&req.establishment_id, Role::Operator)?;
-    let idem_key = headers
+    let idempotency_key = headers
         .get("idempotency-key")
         .map(|v| v.to_str().map(str::trim).map(str::to_string))
         .transpose()
         .map_err(|_| ApiError::validation("Idempotency-Key", "must be visible ASCII"))?;
-    if let Some(k) = &idem_key {
+    if let Some(k) = &idempotency_key {
         if k.is_empty() || k.len() > 255 {
             return Err(ApiError::validation(
                 "Idempotency-Key",
@@ -754,159 +655,79 @@ async fn outbound_call(
         .to_e164
         .parse()
         .map_err(|e: aggregates::common::ParseError| ApiError::validation("to_e164", e.message))?;
+    let from = req
+        .from_e164
+        .as_deref()
+        .map(|f| {
+            f.parse::<E164>()
+                .map_err(|e: aggregates::common::ParseError| {
+                    ApiError::validation("from_e164", e.message)
+                })
+        })
+        .transpose()?;
     let machine_detection = req
         .machine_detection
         .as_deref()
         .map(str::parse::<MachineDetection>)
         .transpose()?;
-    let metadata = req.metadata.clone().unwrap_or_default();
-    if serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(0) > 16 * 1024 {
-        return Err(ApiError::validation(
-            "metadata",
-            "must be at most 16 KB of JSON",
-        ));
-    }
-    let agent = sqlx::query(
-        "SELECT active_version_id FROM rm_agents WHERE id = $1 AND establishment_id = $2",
-    )
-    .bind(&req.agent_id)
-    .bind(&req.establishment_id)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or_else(|| ApiError::not_found("agent"))?;
-    if agent
-        .get::<Option<String>, _>("active_version_id")
-        .is_none()
-    {
-        return Err(ApiError::conflict(
-            "no_published_version",
-            "the agent has no published version to call with",
-        ));
-    }
-    let policy = sqlx::query(
-        "SELECT inbound_numbers, blacklist_e164 FROM rm_telephony WHERE establishment_id = $1",
-    )
-    .bind(&req.establishment_id)
-    .fetch_optional(&state.pool)
-    .await?;
-    let (owned, blacklist): (Vec<String>, HashSet<String>) = match &policy {
-        Some(p) => (
-            p.get::<Value, _>("inbound_numbers")
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|n| n["e164"].as_str().map(str::to_string))
-                .collect(),
-            p.get::<Value, _>("blacklist_e164")
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|n| n.as_str().map(str::to_string))
-                .collect(),
-        ),
-        None => (vec![], HashSet::new()),
-    };
-    if blacklist.contains(to.as_str()) {
-        return Err(ApiError::validation(
-            "to_e164",
-            "is on the establishment's blacklist",
-        ));
-    }
-    let from: E164 = match &req.from_e164 {
-        Some(f) => {
-            let f: E164 = f.parse().map_err(|e: aggregates::common::ParseError| {
-                ApiError::validation("from_e164", e.message)
-            })?;
-            if !owned.iter().any(|o| o == f.as_str()) {
-                return Err(ApiError::validation(
-                    "from_e164",
-                    "must be one of the establishment's numbers",
-                ));
-            }
-            f
-        }
-        None => owned.first().and_then(|n| n.parse().ok()).ok_or_else(|| {
-            ApiError::validation("from_e164", "the establishment has no number to call from")
-        })?,
-    };
-    if state.twilio.is_none() {
-        return Err(ApiError::unavailable(
-            "twilio_not_configured",
-            "outbound calls need TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
-        ));
-    }
-    let runtime = crate::calls::runtime_of(&state.pool, &req.establishment_id).await?;
-    if let Some(reason) = runtime.as_ref().map_or(
-        Some(aggregates::call::RuntimeUnavailableReason::Missing),
-        |r| r.unavailable(),
-    ) {
-        return Err(ApiError::conflict(
-            "runtime_unavailable",
-            format!("the establishment's runtime cannot take calls ({reason})"),
-        ));
-    }
-    let call_id = crate::ids::new_id("call");
-    let response = OutboundResponse {
-        call_id: call_id.clone(),
-        status: "queued".into(),
-        establishment_id: req.establishment_id.clone(),
-        agent_id: req.agent_id.clone(),
-        direction: "outbound".into(),
-        from_e164: from.as_str().into(),
-        to_e164: to.as_str().into(),
-    };
-    let options = match &idem_key {
-        Some(k) => {
-            let body = json!({"establishment_id": req.establishment_id, "agent_id": req.agent_id,
-                "to_e164": to, "from_e164": req.from_e164, "metadata": metadata, "machine_detection": req.machine_detection});
-            ExecOptions::idempotent(IdempotencyClaim {
-                key: format!("outbound:{}:{}:{k}", req.establishment_id, me.user_id),
-                request_hash: hex::encode(Sha256::digest(body.to_string().as_bytes())),
-                response: serde_json::to_value(&response).map_err(ApiError::internal)?,
-            })
-        }
-        None => ExecOptions::default(),
-    }
-    .fresh();
-    let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
-        .in_establishment(&req.establishment_id);
-    let outcome = state
-        .bus
-        .execute::<Call>(
-            &call_id,
-            CallCommand::QueueOutbound {
-                call_id: call_id.clone(),
-                establishment_id: req.establishment_id.clone(),
-                agent_id: req.agent_id.clone(),
-                from,
-                to,
-                requested_by: Requester::User {
-                    user_id: me.user_id.clone(),
-                },
-                metadata,
-                machine_detection,
-                time_limit_seconds: None,
-                at: Utc::now(),
-            },
-            &ctx,
-            options,
-        )
+    let (queued, replayed) = outbound
+        .request(crate::application::outbound_call::OutboundRequest {
+            user_id: me.user_id.clone(),
+            request_id,
+            establishment_id: req.establishment_id,
+            agent_id: req.agent_id,
+            to,
+            from,
+            metadata: req.metadata.unwrap_or_default(),
+            machine_detection,
+            idempotency_key,
+        })
         .await?;
     let mut headers = HeaderMap::new();
-    if let Outcome::Duplicate(record) = &outcome {
+    if replayed {
         headers.insert("idempotent-replayed", "true".parse().expect("static"));
-        let first: OutboundResponse =
-            serde_json::from_value(record.response.clone()).map_err(ApiError::internal)?;
-        return Ok((StatusCode::OK, headers, Json(first)));
+        return Ok((StatusCode::OK, headers, Json(queued.into())));
     }
-    state.visible(&outcome).await;
-    state.placer.enqueue(&call_id);
-    Ok((StatusCode::CREATED, headers, Json(response)))
+    Ok((StatusCode::CREATED, headers, Json(queued.into())))
+}
+
+impl From<QueuedCall> for OutboundResponse {
+    fn from(q: QueuedCall) -> Self {
+        Self {
+            call_id: q.call_id,
+            status: q.status,
+            establishment_id: q.establishment_id,
+            agent_id: q.agent_id,
+            direction: q.direction,
+            from_e164: q.from_e164,
+            to_e164: q.to_e164,
+        }
+    }
+}
+
+impl From<OutboundError> for ApiError {
+    fn from(e: OutboundError) -> Self {
+        match e {
+            OutboundError::AgentNotFound => ApiError::not_found("agent"),
+            e @ OutboundError::NoPublishedVersion => {
+                ApiError::conflict("no_published_version", e.to_string())
+            }
+            OutboundError::Invalid(i) => i.into(),
+            e @ OutboundError::TwilioNotConfigured => {
+                ApiError::unavailable("twilio_not_configured", e.to_string())
+            }
+            e @ OutboundError::RuntimeUnavailable(_) => {
+                ApiError::conflict("runtime_unavailable", e.to_string())
+            }
+            OutboundError::Command(e) => e.into(),
+            OutboundError::Unexpected(e) => e.into(),
+        }
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct HandoffRequest {
+pub struct HandoffRequestBody {
     /// Why, e.g. `customer_requested_human` (1–200 characters).
     pub reason: String,
 }
@@ -921,68 +742,36 @@ pub struct HandoffResponse {
 /// Transfers a live call to the establishment's handoff number (Appendix A.5). 409 when the
 /// call is not in progress or no handoff number is configured.
 #[utoipa::path(post, path = "/calls/{callId}/handoff", tag = "calls", security(("bearer" = [])),
-    params(("callId" = String, Path)), request_body = HandoffRequest,
+    params(("callId" = String, Path)), request_body = HandoffRequestBody,
     responses((status = 200, body = HandoffResponse), (status = 403), (status = 404),
               (status = 409, description = "not in progress, handoff under way, or no handoff number"), (status = 422)))]
 async fn handoff(
-    State(state): State<AppState>,
-    ReqId(request_id): ReqId,
+    State(pool): State<PgPool>,
+    State(handoffs): State<Arc<Handoffs>>,
+    RequestId(request_id): RequestId,
     me: Principal,
     Path(call_id): Path<String>,
-    ApiJson(req): ApiJson<HandoffRequest>,
+    ApiJson(req): ApiJson<HandoffRequestBody>,
 ) -> ApiResult<Json<HandoffResponse>> {
-    let row = visible_call(&state, &me, &call_id).await?;
-    let establishment_id: String = row.get("establishment_id");
+    let establishment_id = visible_call(&pool, &me, &call_id).await?;
     me.require(&establishment_id, Role::Operator)?;
-    let reason = aggregates::common::bounded_text("reason", &req.reason, 200)?;
-    let handoff_e164: Option<String> =
-        sqlx::query_scalar("SELECT handoff_e164 FROM rm_telephony WHERE establishment_id = $1")
-            .bind(&establishment_id)
-            .fetch_optional(&state.pool)
-            .await?
-            .flatten();
-    let Some(to) = handoff_e164.and_then(|h| h.parse::<E164>().ok()) else {
-        return Err(ApiError::conflict(
-            "no_handoff_number",
-            "the establishment has no handoff number configured",
-        ));
-    };
-    let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
-        .in_establishment(&establishment_id);
-    let outcome = state
-        .bus
-        .execute::<Call>(
-            &call_id,
-            CallCommand::RequestHandoff {
-                reason,
-                to: to.clone(),
-                requested_by: Requester::User {
-                    user_id: me.user_id.clone(),
-                },
-                at: Utc::now(),
-            },
-            &ctx,
-            ExecOptions::default(),
-        )
-        .await?;
-    let sid = outcome.state().and_then(|c| c.call_sid.clone());
-    state.visible(&outcome).await;
-    if let (Some(sid), Outcome::Applied { .. }) = (sid, &outcome) {
-        let caller_id: Option<String> = row
-            .get::<String, _>(if row.get::<&str, _>("direction") == "inbound" {
-                "to_party"
-            } else {
-                "from_party"
-            })
-            .into();
-        tokio::spawn(crate::calls::workers::hand_off(
-            state.clone(),
-            call_id.clone(),
-            sid,
-            to.as_str().to_string(),
-            caller_id,
-        ));
-    }
+    let to = handoffs
+        .request(HandoffRequest {
+            user_id: me.user_id.clone(),
+            request_id,
+            call_id: call_id.clone(),
+            establishment_id,
+            reason: req.reason,
+        })
+        .await
+        .map_err(|e| match e {
+            HandoffError::Invalid(i) => i.into(),
+            e @ HandoffError::NoHandoffNumber => {
+                ApiError::conflict("no_handoff_number", e.to_string())
+            }
+            HandoffError::Command(e) => e.into(),
+            HandoffError::Unexpected(e) => ApiError::from(e),
+        })?;
     Ok(Json(HandoffResponse {
         call_id,
         status: "handoff_initiated",

@@ -13,10 +13,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult};
-use crate::http::{ApiJson, ReqId};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{ApiJson, RequestId as ReqId};
+use crate::http::principal::Principal;
+use crate::state::AppState;
 use crate::store::{Actor, CommandContext, ExecOptions};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -129,7 +129,7 @@ async fn create_establishment(
             ExecOptions::default().fresh(),
         )
         .await?;
-    state.visible(&outcome).await;
+    state.bus.visible(&outcome).await;
     Ok((StatusCode::CREATED, Json(load(&state, &id).await?)))
 }
 
@@ -205,6 +205,6 @@ async fn update_establishment(
             ExecOptions::default(),
         )
         .await?;
-    state.visible(&outcome).await;
+    state.bus.visible(&outcome).await;
     Ok(Json(load(&state, &id).await?))
 }

@@ -8,7 +8,7 @@ use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// A JSON body, parsed with the path of any offending field reported in `details`.
 pub struct ApiJson<T>(pub T);

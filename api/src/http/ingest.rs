@@ -3,10 +3,9 @@
 //! replayed `idempotency_key` adds nothing and answers 202; the same key with another payload
 //! is a 409. Events for a call the control plane has not seen yet open it.
 
-use aggregates::call::{
-    CallCommand, CallError, CallOpening, CallSid, Direction, OpenedBy, Party, RuntimeEvent,
-    RuntimeOrigin,
-};
+use std::sync::Arc;
+
+use aggregates::call::{CallSid, Direction, Party, RuntimeEvent};
 use aggregates::common::ParseError;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
@@ -16,18 +15,15 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::calls::execute_for_sid;
-use crate::error::{ApiError, ApiResult};
-use crate::http::extract::{body_error, parse_json};
-use crate::http::ReqId;
-use crate::runtimes::principal::RuntimePrincipal;
-use crate::store::{Actor, CommandContext, ExecError, ExecOptions, IdempotencyClaim, Outcome};
+use crate::application::ingestion::{IncomingEvent, IngestError, Ingested, Ingestion};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{body_error, parse_json, RequestId};
+use crate::http::runtime_principal::RuntimePrincipal;
+use crate::state::AppState;
 
 /// Largest request (a batch); one envelope is limited separately.
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -140,12 +136,6 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
-/// Whether the outcome was new or a replay.
-enum Ingested {
-    New,
-    Duplicate,
-}
-
 /// Ingests call events from a runtime (Appendix B). One envelope answers 202
 /// `{"status":"accepted"}` (replays too); an array answers per item.
 #[utoipa::path(post, path = "/ingest/call-events", tag = "ingest", security(("runtime" = [])),
@@ -157,14 +147,14 @@ enum Ingested {
               (status = 409, description = "idempotency_key reused with a different event"),
               (status = 413), (status = 422, description = "unknown event type or bad payload")))]
 async fn ingest(
-    State(state): State<AppState>,
-    ReqId(request_id): ReqId,
+    State(ingestion): State<Arc<Ingestion>>,
+    RequestId(request_id): RequestId,
     runtime: RuntimePrincipal,
     body: Body,
 ) -> ApiResult<Response> {
     match body {
         Body::One(v) => {
-            let ingested = ingest_one(&state, &runtime, &request_id, v).await?;
+            let ingested = ingest_one(&ingestion, &runtime, &request_id, v).await?;
             let mut res =
                 (StatusCode::ACCEPTED, Json(Accepted { status: "accepted" })).into_response();
             if matches!(ingested, Ingested::Duplicate) {
@@ -177,7 +167,7 @@ async fn ingest(
             let mut results = Vec::with_capacity(items.len());
             let mut all_ok = true;
             for (index, v) in items.into_iter().enumerate() {
-                let r = match ingest_one(&state, &runtime, &request_id, v).await {
+                let r = match ingest_one(&ingestion, &runtime, &request_id, v).await {
                     Ok(Ingested::New) => ItemResult {
                         index,
                         status: "accepted",
@@ -223,7 +213,7 @@ fn field(prefix: &str, e: ParseError) -> ApiError {
 }
 
 async fn ingest_one(
-    state: &AppState,
+    ingestion: &Ingestion,
     runtime: &RuntimePrincipal,
     request_id: &str,
     value: Value,
@@ -242,7 +232,7 @@ async fn ingest_one(
             "runtime_id and establishment_id must be those of the runtime token",
         ));
     }
-    let key = env.event.idempotency_key.trim();
+    let key = env.event.idempotency_key.trim().to_string();
     if key.is_empty() || key.len() > 255 {
         return Err(ApiError::validation(
             "event.idempotency_key",
@@ -285,69 +275,30 @@ async fn ingest_one(
     let event = parse_event(&env.event.kind, env.event.payload.clone())?;
     event.validate().map_err(|e| field("event.payload.", e))?;
 
-    let request_hash = {
-        let mut h = Sha256::new();
-        h.update(env.event.kind.as_bytes());
-        h.update([0]);
-        h.update(call_sid.as_str().as_bytes());
-        h.update([0]);
-        h.update(env.event.payload.to_string().as_bytes());
-        hex::encode(h.finalize())
-    };
-    let options = ExecOptions::idempotent(IdempotencyClaim {
-        key: format!("ingest:{}:{key}", runtime.establishment_id),
-        request_hash,
-        response: Value::Null,
-    })
-    .without_precheck();
-    let mut ctx =
-        CommandContext::from_request(Actor::Runtime(runtime.runtime_id.clone()), request_id)
-            .in_establishment(&runtime.establishment_id);
-    ctx.correlation_id = call_sid.as_str().to_string();
-    ctx.causation_id = env.event.id.clone();
-    let origin = RuntimeOrigin {
-        runtime_id: runtime.runtime_id.clone(),
-        event_id: env.event.id.clone(),
-        occurred_at: env.event.occurred_at,
-    };
-    let result = execute_for_sid(
-        state,
-        &call_sid,
-        |call_id| CallCommand::IngestRuntimeEvent {
-            open: CallOpening {
-                call_id: call_id.to_string(),
-                establishment_id: runtime.establishment_id.clone(),
+    ingestion
+        .ingest(
+            runtime,
+            request_id,
+            IncomingEvent {
+                call_sid,
                 direction,
-                call_sid: Some(call_sid.clone()),
-                from: from.clone(),
-                to: to.clone(),
-                agent_id: env.agent_id.clone(),
-                agent_version_id: env.agent_version_id.clone(),
-                opened_by: OpenedBy::Runtime,
-                at: env.event.occurred_at,
+                from,
+                to,
+                agent_id: env.agent_id,
+                agent_version_id: env.agent_version_id,
+                event_id: env.event.id,
+                occurred_at: env.event.occurred_at,
+                idempotency_key: key,
+                event,
+                kind: env.event.kind,
+                payload: env.event.payload,
             },
-            origin: origin.clone(),
-            event: event.clone(),
-        },
-        &ctx,
-        options,
-    )
-    .await;
-    match result {
-        Ok((_, Outcome::Duplicate(_))) => {
-            metrics::counter!("ingest_events_total", "result" => "duplicate").increment(1);
-            Ok(Ingested::Duplicate)
-        }
-        Ok(_) => {
-            metrics::counter!("ingest_events_total", "result" => "accepted", "type" => event.type_name()).increment(1);
-            Ok(Ingested::New)
-        }
-        // Another establishment's call (a CallSid it owns): answer as if unknown.
-        Err(ExecError::Domain(CallError::EstablishmentMismatch)) => {
-            Err(ApiError::not_found("call"))
-        }
-        Err(e) => Err(e.into()),
-    }
+        )
+        .await
+        .map_err(|e| match e {
+            IngestError::CallNotFound => ApiError::not_found("call"),
+            IngestError::Command(e) => e.into(),
+        })
 }
 
 /// Parses `{type, payload}` into a runtime event: 422 for an unknown type or a bad payload,

@@ -5,14 +5,19 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod calls;
+pub mod error;
 pub mod establishments;
 pub mod extract;
 pub mod health;
 pub mod ingest;
 pub mod openapi;
+pub mod principal;
+pub mod recording_links;
+pub mod runtime_principal;
 pub mod runtimes;
 pub mod telephony;
 pub mod twilio;
+pub mod twilio_form;
 pub mod users;
 
 use std::sync::Arc;
@@ -31,10 +36,8 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::app::AppState;
-use crate::error::{ApiError, InternalCause};
-
-pub use extract::{ApiJson, ApiQuery, RequestId as ReqId};
+use crate::http::error::{ApiError, InternalCause};
+use crate::state::AppState;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

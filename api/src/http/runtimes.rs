@@ -3,6 +3,7 @@
 //! other establishments' runtimes answer 404.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use aggregates::common::Role;
 use aggregates::runtime::RuntimeCommand;
@@ -10,19 +11,23 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use projections::runtimes::RuntimeRow;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgRow;
-use sqlx::Row;
+use serde_json::json;
+use sqlx::PgPool;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult};
-use crate::http::{ApiJson, ReqId};
-use crate::runtimes::principal::RuntimePrincipal;
-use crate::runtimes::{self, ProvisionInput, ReconcileReport};
+use crate::adapters::docker::DockerError;
+use crate::application::runtimes::{
+    ProvisionError, ProvisionInput, ReconcileReport, RuntimeManagement,
+};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{ApiJson, RequestId};
+use crate::http::principal::Principal;
+use crate::http::runtime_principal::RuntimePrincipal;
+use crate::state::AppState;
 use crate::store::{Actor, CommandContext};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -119,32 +124,16 @@ pub struct WhoAmI {
     pub establishment_id: String,
 }
 
-const SELECT: &str =
-    "SELECT r.id, r.establishment_id, r.status, r.ready, r.ready_issues, r.draining,
-        r.image, r.container_name, r.container_id, r.host_port, r.base_url, r.media_stream_url,
-        r.env_keys, r.pending_op, r.last_error, r.created_at, r.updated_at, r.status_changed_at,
-        h.checked_at, h.active_calls, h.total_calls_handled, h.version
-     FROM rm_runtimes r LEFT JOIN runtime_health h ON h.runtime_id = r.id";
-
-fn json_strings(row: &PgRow, col: &str) -> Vec<String> {
-    serde_json::from_value(row.get(col)).unwrap_or_default()
-}
-
-fn to_view(r: &PgRow) -> RuntimeView {
-    let status: String = r.get("status");
-    let running = status == "running";
-    let last_error: Option<String> = r.get("last_error");
+fn to_view(r: RuntimeRow) -> RuntimeView {
+    let running = r.status == "running";
     let ready_issues = if running {
-        json_strings(r, "ready_issues")
+        RuntimeRow::strings(&r.ready_issues)
     } else {
-        let mut issues = vec![format!("runtime is not running (status: {status})")];
-        issues.extend(last_error.clone());
+        let mut issues = vec![format!("runtime is not running (status: {})", r.status)];
+        issues.extend(r.last_error.clone());
         issues
     };
-    let agent_info = match (
-        r.get::<Option<i64>, _>("active_calls"),
-        r.get::<Option<i64>, _>("total_calls_handled"),
-    ) {
+    let agent_info = match (r.active_calls, r.total_calls_handled) {
         (Some(a), Some(t)) => Some(AgentInfo {
             active_calls: a,
             total_calls_handled: t,
@@ -152,27 +141,27 @@ fn to_view(r: &PgRow) -> RuntimeView {
         _ => None,
     };
     RuntimeView {
-        id: r.get("id"),
-        establishment_id: r.get("establishment_id"),
-        ready: running && r.get::<bool, _>("ready"),
+        ready: running && r.ready,
         ready_issues,
-        status,
-        draining: r.get("draining"),
-        image: r.get("image"),
-        container_name: r.get("container_name"),
-        container_id: r.get("container_id"),
-        host_port: r.get("host_port"),
-        base_url: r.get("base_url"),
-        media_stream_url: r.get("media_stream_url"),
-        env_keys: json_strings(r, "env_keys"),
-        pending_operation: r.get("pending_op"),
-        last_error,
-        last_checked_at: r.get("checked_at"),
+        draining: r.draining,
+        env_keys: RuntimeRow::strings(&r.env_keys),
+        id: r.id,
+        establishment_id: r.establishment_id,
+        status: r.status,
+        image: r.image,
+        container_name: r.container_name,
+        container_id: r.container_id,
+        host_port: r.host_port,
+        base_url: r.base_url,
+        media_stream_url: r.media_stream_url,
+        pending_operation: r.pending_op,
+        last_error: r.last_error,
+        last_checked_at: r.checked_at,
         agent_info,
-        agent_version: r.get("version"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-        status_changed_at: r.get("status_changed_at"),
+        agent_version: r.version,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        status_changed_at: r.status_changed_at,
     }
 }
 
@@ -190,15 +179,13 @@ impl From<RuntimeView> for RuntimeStatusView {
 }
 
 /// A runtime by id, or 404 (also for ids the caller may not know about: checked by callers).
-async fn load(state: &AppState, runtime_id: &str) -> ApiResult<RuntimeView> {
+async fn load(pool: &PgPool, runtime_id: &str) -> ApiResult<RuntimeView> {
     if !crate::ids::is_id("rt", runtime_id) {
         return Err(ApiError::not_found("runtime"));
     }
-    sqlx::query(&format!("{SELECT} WHERE r.id = $1"))
-        .bind(runtime_id)
-        .fetch_optional(&state.pool)
+    projections::runtimes::by_id(pool, runtime_id)
         .await?
-        .map(|r| to_view(&r))
+        .map(to_view)
         .ok_or_else(|| ApiError::not_found("runtime"))
 }
 
@@ -207,17 +194,15 @@ async fn load(state: &AppState, runtime_id: &str) -> ApiResult<RuntimeView> {
     params(("id" = String, Path)),
     responses((status = 200, body = RuntimeView), (status = 404, description = "no such establishment, or it has no runtime")))]
 async fn get_runtime(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RuntimeView>> {
     me.member_of(&id)?;
-    let row = sqlx::query(&format!("{SELECT} WHERE r.establishment_id = $1"))
-        .bind(&id)
-        .fetch_optional(&state.pool)
+    let row = projections::runtimes::of_establishment(&pool, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("runtime"))?;
-    Ok(Json(to_view(&row)))
+    Ok(Json(to_view(row)))
 }
 
 /// Provisions the establishment's runtime (admins). Answers at once with status `created`; a
@@ -229,8 +214,8 @@ async fn get_runtime(
               (status = 422, description = "invalid input, or the image is not present on the Docker host"),
               (status = 503, description = "Docker unreachable, or no free host port")))]
 async fn provision_runtime(
-    State(state): State<AppState>,
-    ReqId(request_id): ReqId,
+    State(management): State<Arc<RuntimeManagement>>,
+    RequestId(request_id): RequestId,
     me: Principal,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ProvisionRequest>,
@@ -239,7 +224,7 @@ async fn provision_runtime(
     let input = ProvisionInput::parse(&req.image, req.env, req.media_stream_url.as_deref())?;
     let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
         .in_establishment(&id);
-    let rt = runtimes::provision(&state, &ctx, &id, input).await?;
+    let rt = management.provision(&ctx, &id, input).await?;
     let spec = rt
         .spec
         .as_ref()
@@ -262,11 +247,11 @@ async fn provision_runtime(
     params(("runtimeId" = String, Path)),
     responses((status = 200, body = RuntimeStatusView), (status = 404)))]
 async fn runtime_status(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     Path(runtime_id): Path<String>,
 ) -> ApiResult<Json<RuntimeStatusView>> {
-    let view = load(&state, &runtime_id).await?;
+    let view = load(&pool, &runtime_id).await?;
     me.member_of(&view.establishment_id)
         .map_err(|_| ApiError::not_found("runtime"))?;
     Ok(Json(view.into()))
@@ -281,20 +266,23 @@ async fn lifecycle(
     runtime_id: String,
     command: RuntimeCommand,
 ) -> ApiResult<(StatusCode, Json<RuntimeStatusView>)> {
-    let view = load(&state, &runtime_id).await?;
+    let view = load(&state.pool, &runtime_id).await?;
     let est = view.establishment_id;
     me.member_of(&est)
         .map_err(|_| ApiError::not_found("runtime"))?;
     me.require(&est, Role::Admin)?;
     let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
         .in_establishment(&est);
-    let outcome = runtimes::lifecycle(&state, &ctx, &runtime_id, command).await?;
+    let outcome = state
+        .runtime_management
+        .lifecycle(&ctx, &runtime_id, command)
+        .await?;
     let code = if outcome.commit().is_some() {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    Ok((code, Json(load(&state, &runtime_id).await?.into())))
+    Ok((code, Json(load(&state.pool, &runtime_id).await?.into())))
 }
 
 /// Starts the runtime (creating its container again if it vanished).
@@ -305,7 +293,7 @@ async fn lifecycle(
               (status = 403), (status = 404)))]
 async fn start_runtime(
     State(state): State<AppState>,
-    ReqId(request_id): ReqId,
+    RequestId(request_id): RequestId,
     me: Principal,
     Path(runtime_id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RuntimeStatusView>)> {
@@ -321,7 +309,7 @@ async fn start_runtime(
               (status = 403), (status = 404)))]
 async fn stop_runtime(
     State(state): State<AppState>,
-    ReqId(request_id): ReqId,
+    RequestId(request_id): RequestId,
     me: Principal,
     Path(runtime_id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RuntimeStatusView>)> {
@@ -336,7 +324,7 @@ async fn stop_runtime(
               (status = 403), (status = 404)))]
 async fn restart_runtime(
     State(state): State<AppState>,
-    ReqId(request_id): ReqId,
+    RequestId(request_id): RequestId,
     me: Principal,
     Path(runtime_id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RuntimeStatusView>)> {
@@ -351,7 +339,7 @@ async fn restart_runtime(
               (status = 403), (status = 404)))]
 async fn drain_runtime(
     State(state): State<AppState>,
-    ReqId(request_id): ReqId,
+    RequestId(request_id): RequestId,
     me: Principal,
     Path(runtime_id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RuntimeStatusView>)> {
@@ -365,7 +353,7 @@ async fn drain_runtime(
               (status = 403), (status = 404)))]
 async fn resume_runtime(
     State(state): State<AppState>,
-    ReqId(request_id): ReqId,
+    RequestId(request_id): RequestId,
     me: Principal,
     Path(runtime_id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RuntimeStatusView>)> {
@@ -375,7 +363,7 @@ async fn resume_runtime(
 /// What the last reconciliation with Docker found, including containers with this control
 /// plane's labels that no runtime owns (platform admins).
 #[utoipa::path(get, path = "/runtimes/reconciliation", tag = "runtimes", security(("bearer" = [])),
-    responses((status = 200, body = ReconcileReport), (status = 403)))]
+    responses((status = 200, body = Object), (status = 403)))]
 async fn reconciliation(
     State(state): State<AppState>,
     me: Principal,
@@ -396,4 +384,39 @@ async fn whoami(me: RuntimePrincipal) -> Json<WhoAmI> {
         runtime_id: me.runtime_id,
         establishment_id: me.establishment_id,
     })
+}
+
+impl From<ProvisionError> for ApiError {
+    fn from(e: ProvisionError) -> Self {
+        let message = e.to_string();
+        match e {
+            ProvisionError::EstablishmentNotFound => ApiError::not_found("establishment"),
+            ProvisionError::AlreadyProvisioned {
+                establishment_id,
+                runtime_id,
+            } => ApiError::conflict(
+                "runtime_exists",
+                format!("establishment {establishment_id} already has a runtime"),
+            )
+            .with_details(
+                json!({ "establishment_id": establishment_id, "runtime_id": runtime_id }),
+            ),
+            ProvisionError::Invalid(i) => i.into(),
+            ProvisionError::ImageNotFound(image) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "image_not_found", message)
+                    .with_details(json!({ "field": "image", "image": image }))
+            }
+            ProvisionError::Docker(DockerError::Unavailable(m)) => ApiError::unavailable(
+                "docker_unavailable",
+                format!("the Docker engine is unreachable: {m}"),
+            ),
+            ProvisionError::Docker(DockerError::Invalid(m)) => ApiError::validation("image", m),
+            ProvisionError::Docker(e) => ApiError::internal(e),
+            ProvisionError::NoFreeHostPort(_) => {
+                ApiError::unavailable("no_free_host_port", message)
+            }
+            ProvisionError::Command(e) => e.into(),
+            ProvisionError::Unexpected(e) => e.into(),
+        }
+    }
 }

@@ -20,10 +20,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::agents::establishment_scope;
-use crate::app::AppState;
-use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult, DomainError};
-use crate::http::{ApiJson, ReqId};
+use crate::http::error::{ApiError, ApiResult, DomainError};
+use crate::http::extract::{ApiJson, RequestId as ReqId};
+use crate::http::principal::Principal;
+use crate::state::AppState;
 use crate::store::{Actor, CommandContext, ExecError, ExecOptions};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -192,7 +192,7 @@ async fn update_telephony(
             ExecError::Domain(d) => ApiError::validation(d.field(), d.to_string()),
             e => e.into(),
         })?;
-    state.visible(&outcome).await;
+    state.bus.visible(&outcome).await;
     Ok(Json(load(&state, &establishment_id).await?))
 }
 

@@ -14,11 +14,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::auth::tokens::one_time_token;
-use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult};
-use crate::http::{ApiJson, ReqId};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{ApiJson, RequestId as ReqId};
+use crate::http::principal::Principal;
+use crate::state::AppState;
 use crate::store::{Actor, CommandContext, ExecOptions};
 
 /// How long an invitation stays valid.
@@ -101,14 +101,16 @@ async fn invite_user(
             ExecOptions::default().fresh(),
         )
         .await?;
-    state.mailer.send(crate::mail::invitation(
-        email.as_str(),
-        &establishment_name,
-        role.as_str(),
-        &state.config.frontend_base_url(),
-        &token,
-    ));
-    state.visible(&outcome).await;
+    state
+        .mailer
+        .enqueue(crate::application::messages::invitation(
+            email.as_str(),
+            &establishment_name,
+            role.as_str(),
+            &state.config.frontend_base_url(),
+            &token,
+        ));
+    state.bus.visible(&outcome).await;
     Ok((
         StatusCode::CREATED,
         Json(InviteResponse {
@@ -236,7 +238,7 @@ async fn change_role(
             ExecOptions::default(),
         )
         .await?;
-    state.visible(&outcome).await;
+    state.bus.visible(&outcome).await;
     Ok(Json(MembershipView {
         user_id,
         establishment_id: req.establishment_id,
@@ -266,6 +268,6 @@ async fn remove_member(
             ExecOptions::default(),
         )
         .await?;
-    state.visible(&outcome).await;
+    state.bus.visible(&outcome).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -19,8 +19,8 @@ use super::server::{self, Monitor, Watched};
 use super::setup::{self, Tenant};
 use super::stats::{request_error_kind, Errors, Samples};
 use super::{finish_report, machine_facts, Api, Target};
+use crate::adapters::twilio::signature;
 use crate::config::Config;
-use crate::twilio::signature;
 
 pub const PATH: &str = "/webhooks/twilio/incoming-call";
 
@@ -350,7 +350,7 @@ mod tests {
         let parsed: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
             .into_owned()
             .collect();
-        let p = crate::twilio::webhook::call_params(&parsed).unwrap();
+        let p = crate::adapters::twilio::webhook::call_params(&parsed).unwrap();
         assert_eq!(p.to.as_str(), "+14158670000");
     }
 }

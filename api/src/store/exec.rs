@@ -30,6 +30,8 @@ pub const SNAPSHOT_EVERY: u64 = 100;
 const MAX_ATTEMPTS: u32 = 16;
 const LOCK_STRIPES: usize = 1024;
 const CACHE_CAPACITY: usize = 100_000;
+/// How long a write waits for the read models to show it before answering.
+const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default, Clone)]
 pub struct ExecOptions {
@@ -108,7 +110,7 @@ pub enum ExecError<E: std::error::Error> {
     #[error("{scope} {value} is already taken")]
     ClaimTaken { scope: String, value: String },
     #[error("idempotency key reused with a different request")]
-    IdempotencyMismatch(IdempotencyRecord),
+    IdempotencyMismatch(Box<IdempotencyRecord>),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -145,6 +147,21 @@ impl CommandBus {
 
     pub fn store(&self) -> &EventStore {
         &self.store
+    }
+
+    /// Waits (bounded) until the projectors reading `A`'s events have applied this outcome, so
+    /// the caller's next read sees its own write (docs/adr/0005-read-your-writes.md).
+    pub async fn visible<A: Aggregate>(&self, outcome: &Outcome<A>) {
+        if let Some(commit) = outcome.commit() {
+            if !self
+                .store
+                .hub()
+                .wait_for(A::TYPE, commit.checkpoint(), READ_YOUR_WRITES)
+                .await
+            {
+                tracing::warn!(aggregate = A::TYPE, "read models did not catch up in time");
+            }
+        }
     }
 
     fn key<A: Aggregate>(id: &str) -> String {
@@ -226,7 +243,7 @@ impl CommandBus {
                 return if record.request_hash == claim.request_hash {
                     Ok(Outcome::Duplicate(record))
                 } else {
-                    Err(ExecError::IdempotencyMismatch(record))
+                    Err(ExecError::IdempotencyMismatch(Box::new(record)))
                 };
             }
         }

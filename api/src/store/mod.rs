@@ -34,6 +34,19 @@ pub struct IdempotencyClaim {
     pub response: Value,
 }
 
+impl IdempotencyClaim {
+    /// A key that is its own request hash, with no stored answer (webhooks, runtime events,
+    /// worker outcomes: the key alone identifies the request).
+    pub fn keyed(key: impl Into<String>) -> Self {
+        let key = key.into();
+        Self {
+            request_hash: key.clone(),
+            key,
+            response: Value::Null,
+        }
+    }
+}
+
 /// The stored record of a claimed idempotency key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdempotencyRecord {
@@ -76,7 +89,7 @@ pub enum StoreError {
     #[error("{scope} {value} is already taken")]
     ClaimTaken { scope: String, value: String },
     #[error("idempotency key reused with a different request")]
-    IdempotencyMismatch(IdempotencyRecord),
+    IdempotencyMismatch(Box<IdempotencyRecord>),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("stored data does not decode: {0}")]
@@ -348,7 +361,7 @@ impl EventStore {
         if record.request_hash == idem.request_hash {
             Ok(AppendResult::Duplicate(record))
         } else {
-            Err(StoreError::IdempotencyMismatch(record))
+            Err(StoreError::IdempotencyMismatch(Box::new(record)))
         }
     }
 
@@ -385,6 +398,26 @@ impl EventStore {
             .bind(value)
             .fetch_optional(&self.pool)
             .await?,
+        )
+    }
+
+    /// Every value held in a claim scope (e.g. the host ports taken).
+    pub async fn claimed_values(&self, scope: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM unique_claims WHERE scope = $1")
+                .bind(scope)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Whether anything holds a claim in `scope` (e.g. whether any user exists yet).
+    pub async fn any_claim(&self, scope: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM unique_claims WHERE scope = $1)")
+                .bind(scope)
+                .fetch_one(&self.pool)
+                .await?,
         )
     }
 

@@ -989,18 +989,16 @@ async fn calls_are_scoped_to_their_establishment_and_the_reaper_ends_stuck_calls
     // Not overdue yet: the reaper leaves it; past max duration + grace it ends it.
     let state = s.app.state();
     assert_eq!(
-        control_plane::calls::workers::reap_once(state, 60, chrono::Utc::now())
+        state
+            .workers
+            .reaper
+            .reap_once(60, chrono::Utc::now())
             .await
             .unwrap(),
         0
     );
     let later = chrono::Utc::now() + chrono::Duration::seconds(600 + 61 + 5);
-    assert_eq!(
-        control_plane::calls::workers::reap_once(state, 60, later)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(state.workers.reaper.reap_once(60, later).await.unwrap(), 1);
     let reaped = wait_call(&s.app, sid, "reaped", |c| !c["active"].as_bool().unwrap()).await;
     assert_eq!(reaped["status"], "completed");
     assert!(reaped["reaped_reason"].as_str().unwrap().contains("600 s"));

@@ -26,11 +26,13 @@ impl Projection for Recorder {
     fn tables(&self) -> &'static [&'static str] {
         &["test_applied"]
     }
-    async fn apply(&self, tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
-        sqlx::query("INSERT INTO test_applied (position) VALUES ($1)")
-            .bind(e.position)
-            .execute(&mut *tx)
-            .await?;
+    async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        for e in events {
+            sqlx::query("INSERT INTO test_applied (position) VALUES ($1)")
+                .bind(e.position)
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(())
     }
 }
@@ -286,7 +288,7 @@ async fn rebuilt_read_models_equal_the_live_ones() {
     seed_call(&app, &ests[1]).await;
 
     app.state().projectors.catch_up().await.unwrap();
-    for projection in control_plane::app::projections() {
+    for projection in control_plane::state::projections() {
         let live = dump(app.pool(), projection.tables()).await;
         assert!(live
             .as_object()
@@ -396,7 +398,7 @@ async fn seed_runtime(app: &TestApp, est: &str, host_port: u16) {
             .execute::<Runtime>(&id, command, &ctx, ExecOptions::default())
             .await
             .unwrap();
-        app.state().visible(&outcome).await;
+        app.state().bus.visible(&outcome).await;
     }
     app.state().runtimes.ops_wake.notify_one();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -550,7 +552,7 @@ async fn seed_call(app: &TestApp, est: &str) {
             .execute::<Call>(&call_id, command, &ctx, ExecOptions::default())
             .await
             .unwrap();
-        app.state().visible(&outcome).await;
+        app.state().bus.visible(&outcome).await;
     }
     // The analysis worker adds sentiment and the summary after the call ended.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

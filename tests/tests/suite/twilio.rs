@@ -7,10 +7,10 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
-use control_plane::twilio::client::{
+use control_plane::adapters::twilio::client::{
     Answer, CallUpdate, CreateCall, Credentials, RetryPolicy, Timeouts, TwilioClient, TwilioError,
 };
-use control_plane::twilio::{signature, twiml};
+use control_plane::adapters::twilio::{signature, twiml};
 use parking_lot::Mutex;
 use tests::twilio::{CallOutcome, Scripted, TwilioStandIn, ACCOUNT_SID, AUTH_TOKEN};
 
@@ -427,7 +427,8 @@ async fn only_the_requested_events_are_reported_and_async_amd_has_its_own_callba
         "+14158675309",
         Some(format!("{}/webhooks/twilio/call-status", hooks.base)),
     );
-    req.status_callback_events = vec![control_plane::twilio::client::StatusCallbackEvent::Answered];
+    req.status_callback_events =
+        vec![control_plane::adapters::twilio::client::StatusCallbackEvent::Answered];
     req.machine_detection = Some(aggregates::call::MachineDetection::DetectMessageEnd);
     req.async_amd_status_callback = Some(format!("{}/webhooks/twilio/amd-callback", hooks.base));
     let placed = client(&twilio).create_call(&req).await.unwrap();
@@ -489,7 +490,7 @@ async fn the_stand_ins_callbacks_parse_and_fold_into_one_call_in_any_order() {
     use aggregates::call::{
         AnsweredBy, Call, CallCommand, CallOpening, CallStatus, Direction, OpenedBy,
     };
-    use control_plane::twilio::webhook;
+    use control_plane::adapters::twilio::webhook;
 
     let twilio = TwilioStandIn::start().await;
     let mut req = call_to(

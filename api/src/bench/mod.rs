@@ -1,14 +1,45 @@
 //! `control-plane bench ...`: event-store benchmarks whose figures go in docs/benchmarks.md.
 
+mod runtime_ready;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aggregates::user::{User, UserCommand};
 
-use crate::app::build_state;
-use crate::cli::BenchCommand;
 use crate::config::Config;
+use crate::state::AppState;
 use crate::store::{CommandBus, CommandContext, EventStore, ExecOptions};
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Appends N events to one stream and compares the cost of the first and last 1,000.
+    AppendCost {
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        /// Load the aggregate from the database (snapshot + tail) on every command instead of
+        /// the in-process cache.
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Measures append-to-visible lag of the projectors under concurrent writers.
+    ProjectionLag {
+        #[arg(long, default_value_t = 2_000)]
+        events: u64,
+        #[arg(long, default_value_t = 16)]
+        writers: u64,
+    },
+    /// Provision-to-ready time of a runtime on the local Docker engine: provisions and starts
+    /// one runtime per run (each in a new establishment) and waits for it to be ready.
+    RuntimeReady {
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        /// A local image implementing the runtime contract.
+        #[arg(long, default_value = "agent-runtime-sim:latest")]
+        image: String,
+    },
+}
 
 pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
     match command {
@@ -19,7 +50,7 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
             projection_lag(config, events, writers).await
         }
         BenchCommand::RuntimeReady { runs, image } => {
-            crate::runtimes::bench::runtime_ready(config, runs, image).await
+            runtime_ready::runtime_ready(config, runs, image).await
         }
     }
 }
@@ -64,7 +95,7 @@ async fn rename(
 
 /// Appends `n` events to one stream; prints the cost of the first and the last 1,000.
 async fn append_cost(config: Config, n: u64, no_cache: bool) -> anyhow::Result<()> {
-    let state = build_state(config).await?;
+    let state = AppState::build(config).await?;
     let store = EventStore::new(state.pool.clone(), state.hub.clone());
     let bus = if no_cache {
         CommandBus::without_cache(store)
@@ -147,7 +178,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// `writers` concurrent writers append `events` in total; for each append, the time until
 /// the identity projector has applied it (append-to-visible lag).
 async fn projection_lag(config: Config, events: u64, writers: u64) -> anyhow::Result<()> {
-    let state = build_state(config).await?;
+    let state = AppState::build(config).await?;
     let tasks = state.projectors.spawn();
     state.projectors.catch_up().await?;
     let ctx = CommandContext::system("bench");

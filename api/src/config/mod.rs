@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use clap::Args;
 
+pub mod runtime;
+
+pub use runtime::RuntimeConfig;
+
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// PostgreSQL connection string (required).
@@ -188,7 +192,7 @@ pub struct Config {
 
     /// Runtime management (RUNTIME_*; see docs/runtimes.md).
     #[command(flatten)]
-    pub runtime: crate::runtimes::RuntimeConfig,
+    pub runtime: RuntimeConfig,
 }
 
 impl Config {
@@ -214,22 +218,6 @@ impl Config {
 
     pub fn projector_poll_interval(&self) -> Duration {
         Duration::from_millis(self.projector_poll_ms.max(5))
-    }
-
-    /// Settings of the sentiment and summary workers.
-    pub fn analysis(&self) -> crate::calls::analysis::AnalysisConfig {
-        crate::calls::analysis::AnalysisConfig {
-            sentiment_interval: Duration::from_millis(self.sentiment_interval_ms),
-            llm: self
-                .summary_llm_base_url
-                .as_ref()
-                .map(|base| crate::calls::analysis::LlmConfig {
-                    base_url: base.clone(),
-                    model: self.summary_llm_model.clone(),
-                    api_key: self.summary_llm_api_key.clone(),
-                    timeout: Duration::from_millis(self.summary_llm_timeout_ms.max(100)),
-                }),
-        }
     }
 
     /// A configuration for tests and tools: every optional service off.

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use crate::application::{Invalid, Unexpected};
 use crate::store::{ExecError, StoreError};
 
 #[derive(Debug)]
@@ -152,6 +153,21 @@ impl From<ParseError> for ApiError {
     }
 }
 
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        ApiError::validation(&e.field, e.reason)
+    }
+}
+
+impl From<Unexpected> for ApiError {
+    fn from(e: Unexpected) -> Self {
+        match e {
+            Unexpected::Store(s) => s.into(),
+            e => ApiError::internal(e),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         ApiError::internal(format!("database: {e}"))
@@ -273,6 +289,23 @@ mod domain_errors {
                 In::Expired => "token_expired",
                 In::AlreadyAccepted => "token_used",
                 In::Revoked => "invitation_revoked",
+            }
+        }
+    }
+
+    impl DomainError for aggregates::runtime::RuntimeError {
+        fn status(&self) -> StatusCode {
+            use aggregates::runtime::RuntimeError as Rt;
+            match self {
+                Rt::AlreadyProvisioned => StatusCode::CONFLICT,
+                Rt::NotProvisioned => StatusCode::NOT_FOUND,
+            }
+        }
+        fn code(&self) -> &'static str {
+            use aggregates::runtime::RuntimeError as Rt;
+            match self {
+                Rt::AlreadyProvisioned => "runtime_exists",
+                Rt::NotProvisioned => "not_found",
             }
         }
     }

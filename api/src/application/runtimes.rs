@@ -1,18 +1,8 @@
-//! Runtime management: one agent runtime container per establishment on the local Docker
-//! engine (docs/runtimes.md).
-//!
-//! - HTTP handlers (`http::runtimes`) validate input and record intent through the `Runtime`
-//!   aggregate; nothing there touches a container except the read-only image check.
-//! - `worker` carries out pending Docker operations and records their outcomes.
-//! - `monitor` polls every runtime's `/readyz` and `/info` and reconciles with Docker by label.
-//! - `principal` authenticates runtimes by their token.
-
-pub mod bench;
-pub mod config;
-pub mod docker;
-pub mod monitor;
-pub mod principal;
-pub mod worker;
+//! Use cases of runtime management: provisioning an establishment's runtime and recording
+//! lifecycle intents (start, stop, restart, drain, resume). Nothing here touches a container
+//! except the read-only image check: the runtime worker (`workers::runtime_ops`) carries the
+//! Docker operations out and records their outcomes; the monitor polls health
+//! (docs/runtimes.md). [`Runtimes`] is the runtime-management context they share.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -21,22 +11,18 @@ use std::time::Duration;
 use aggregates::runtime::{
     Runtime, RuntimeCommand, RuntimeError, RuntimeSpec, ESTABLISHMENT_CLAIM, HOST_PORT_CLAIM,
 };
-use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use rand::Rng;
-use serde_json::json;
+use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::app::AppState;
-use crate::config::Config;
+use super::{Invalid, Unexpected};
+use crate::adapters::docker::{BollardDocker, DockerApi, DockerError};
+use crate::config::{Config, RuntimeConfig};
 use crate::crypto::SecretBox;
-use crate::error::{ApiError, ApiResult, DomainError};
-use crate::store::{CommandContext, ExecError, ExecOptions, Outcome};
-
-pub use config::RuntimeConfig;
-pub use docker::{BollardDocker, DockerApi, DockerError};
-pub use monitor::ReconcileReport;
+use crate::store::{CommandBus, CommandContext, ExecError, ExecOptions, Outcome};
 
 /// Variables of the runtime contract: set by the control plane, never by provisioning env.
 pub const CONTRACT_ENV: [&str; 5] = [
@@ -50,6 +36,27 @@ pub const MAX_ENV_VARS: usize = 64;
 pub const MAX_ENV_KEY: usize = 128;
 pub const MAX_ENV_VALUE: usize = 8192;
 pub const MAX_ENV_TOTAL: usize = 65_536;
+
+/// What the last reconciliation found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReconcileReport {
+    /// Value of the `io.controlplane.instance` label on this control plane's containers.
+    pub instance_id: String,
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// Why Docker could not be listed, when it could not.
+    pub docker_error: Option<String>,
+    /// Containers with this control plane's labels that no runtime owns (left untouched).
+    pub unknown_containers: Vec<UnknownContainer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnknownContainer {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub runtime_id: Option<String>,
+    pub establishment_id: Option<String>,
+}
 
 /// Runtime management's share of the application state.
 pub struct Runtimes {
@@ -69,9 +76,6 @@ pub struct Runtimes {
     pub drain_told: Mutex<HashMap<String, bool>>,
     /// Client for runtimes' control endpoints (short timeouts, no proxy).
     pub http: reqwest::Client,
-    /// Runtime tokens seen recently (token hash → principal), so ingestion does not look the
-    /// token up on every event.
-    pub token_cache: principal::TokenCache,
 }
 
 impl Runtimes {
@@ -81,7 +85,7 @@ impl Runtimes {
         if let Some(template) = &rc.runtime_media_stream_url_template {
             let sample = expand_template(template, "rt_x", "est_x", 18080);
             check_media_stream_url("RUNTIME_MEDIA_STREAM_URL_TEMPLATE", &sample)
-                .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+                .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
         }
         let instance_id = instance_id(pool).await?;
         Ok(Self {
@@ -102,7 +106,6 @@ impl Runtimes {
             ops_wake: Notify::new(),
             monitor_wake: Notify::new(),
             drain_told: Mutex::new(HashMap::new()),
-            token_cache: Default::default(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .connect_timeout(Duration::from_secs(1))
@@ -134,21 +137,6 @@ async fn instance_id(pool: &PgPool) -> anyhow::Result<String> {
     )
 }
 
-impl DomainError for RuntimeError {
-    fn status(&self) -> StatusCode {
-        match self {
-            RuntimeError::AlreadyProvisioned => StatusCode::CONFLICT,
-            RuntimeError::NotProvisioned => StatusCode::NOT_FOUND,
-        }
-    }
-    fn code(&self) -> &'static str {
-        match self {
-            RuntimeError::AlreadyProvisioned => "runtime_exists",
-            RuntimeError::NotProvisioned => "not_found",
-        }
-    }
-}
-
 /// A validated provisioning request.
 #[derive(Clone)]
 pub struct ProvisionInput {
@@ -172,23 +160,23 @@ impl ProvisionInput {
         image: &str,
         env: Option<BTreeMap<String, String>>,
         media_stream_url: Option<&str>,
-    ) -> ApiResult<Self> {
+    ) -> Result<Self, Invalid> {
         let image = image.trim();
         if image.is_empty() || image.len() > 255 {
-            return Err(ApiError::validation("image", "must be 1 to 255 characters"));
+            return Err(Invalid::new("image", "must be 1 to 255 characters"));
         }
         if !image
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
         {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "image",
                 "must be a Docker image reference like voice-agent-runtime:latest",
             ));
         }
         let env = env.unwrap_or_default();
         if env.len() > MAX_ENV_VARS {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "env",
                 format!("at most {MAX_ENV_VARS} variables"),
             ));
@@ -203,19 +191,19 @@ impl ProvisionInput {
                 && k.chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
             if !valid_key {
-                return Err(ApiError::validation(
+                return Err(Invalid::new(
                     &field,
                     format!("names are [A-Z_][A-Z0-9_]* of at most {MAX_ENV_KEY} characters"),
                 ));
             }
             if CONTRACT_ENV.contains(&k.as_str()) {
-                return Err(ApiError::validation(
+                return Err(Invalid::new(
                     &field,
                     "is set by the control plane (runtime contract) and cannot be overridden",
                 ));
             }
             if v.len() > MAX_ENV_VALUE || v.contains('\0') {
-                return Err(ApiError::validation(
+                return Err(Invalid::new(
                     &field,
                     format!("values are at most {MAX_ENV_VALUE} bytes, without NUL"),
                 ));
@@ -223,7 +211,7 @@ impl ProvisionInput {
             total += k.len() + v.len();
         }
         if total > MAX_ENV_TOTAL {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "env",
                 format!("at most {MAX_ENV_TOTAL} bytes in all"),
             ));
@@ -240,18 +228,15 @@ impl ProvisionInput {
 }
 
 /// A public WebSocket URL for Twilio media streams: ws(s)://, with a host that is not loopback.
-fn check_media_stream_url(field: &str, raw: &str) -> ApiResult<String> {
+fn check_media_stream_url(field: &str, raw: &str) -> Result<String, Invalid> {
     let raw = raw.trim();
     if raw.len() > 2048 {
-        return Err(ApiError::validation(
-            field,
-            "must be at most 2048 characters",
-        ));
+        return Err(Invalid::new(field, "must be at most 2048 characters"));
     }
-    let url = url::Url::parse(raw)
-        .map_err(|e| ApiError::validation(field, format!("is not a URL: {e}")))?;
+    let url =
+        url::Url::parse(raw).map_err(|e| Invalid::new(field, format!("is not a URL: {e}")))?;
     if !matches!(url.scheme(), "ws" | "wss") {
-        return Err(ApiError::validation(field, "must be a ws:// or wss:// URL"));
+        return Err(Invalid::new(field, "must be a ws:// or wss:// URL"));
     }
     let loopback = match url.host() {
         None => true,
@@ -260,7 +245,7 @@ fn check_media_stream_url(field: &str, raw: &str) -> ApiResult<String> {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.is_unspecified(),
     };
     if loopback {
-        return Err(ApiError::validation(
+        return Err(Invalid::new(
             field,
             "must be a public address (Twilio cannot reach loopback)",
         ));
@@ -280,56 +265,40 @@ fn expand_template(
         .replace("{host_port}", &host_port.to_string())
 }
 
-fn media_stream_url(
-    state: &AppState,
-    given: Option<String>,
-    runtime_id: &str,
-    establishment_id: &str,
-    host_port: u16,
-) -> ApiResult<Option<String>> {
-    if given.is_some() {
-        return Ok(given);
-    }
-    let Some(template) = &state.runtimes.config.runtime_media_stream_url_template else {
-        return Ok(None);
-    };
-    let url = expand_template(template, runtime_id, establishment_id, host_port);
-    check_media_stream_url("RUNTIME_MEDIA_STREAM_URL_TEMPLATE", &url)
-        .map(Some)
-        .map_err(|e| ApiError::internal(format!("bad media-stream URL template: {}", e.message())))
+/// Why a runtime could not be provisioned.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("establishment not found")]
+    EstablishmentNotFound,
+    #[error("establishment {establishment_id} already has a runtime")]
+    AlreadyProvisioned {
+        establishment_id: String,
+        runtime_id: Option<String>,
+    },
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("image {0:?} is not present on the Docker host; nothing is pulled: build or load it there first")]
+    ImageNotFound(String),
+    #[error(transparent)]
+    Docker(DockerError),
+    #[error("no free host port left in RUNTIME_PORT_RANGE {0}")]
+    NoFreeHostPort(String),
+    #[error(transparent)]
+    Command(#[from] ExecError<RuntimeError>),
+    #[error(transparent)]
+    Unexpected(#[from] Unexpected),
 }
 
-fn docker_error(e: DockerError) -> ApiError {
-    match e {
-        DockerError::Unavailable(m) => ApiError::unavailable(
-            "docker_unavailable",
-            format!("the Docker engine is unreachable: {m}"),
-        ),
-        DockerError::Invalid(m) => ApiError::validation("image", m),
-        e => ApiError::internal(e),
+impl From<sqlx::Error> for ProvisionError {
+    fn from(e: sqlx::Error) -> Self {
+        ProvisionError::Unexpected(e.into())
     }
 }
 
-/// Free host ports of the configured range, in a random rotation (concurrent provisions start
-/// at different places; the `host_port` claim settles any clash).
-async fn candidate_ports(state: &AppState) -> ApiResult<Vec<u16>> {
-    let taken: HashSet<String> =
-        sqlx::query_scalar::<_, String>("SELECT value FROM unique_claims WHERE scope = $1")
-            .bind(HOST_PORT_CLAIM)
-            .fetch_all(&state.pool)
-            .await?
-            .into_iter()
-            .collect();
-    let range = state.runtimes.config.runtime_port_range;
-    let mut free: Vec<u16> = range
-        .ports()
-        .filter(|p| !taken.contains(&p.to_string()))
-        .collect();
-    if !free.is_empty() {
-        let k = rand::thread_rng().gen_range(0..free.len());
-        free.rotate_left(k);
+impl From<crate::store::StoreError> for ProvisionError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ProvisionError::Unexpected(e.into())
     }
-    Ok(free)
 }
 
 /// Whether nothing on this host listens on 127.0.0.1:`port` right now.
@@ -339,149 +308,178 @@ fn port_is_free(port: u16) -> bool {
 
 const PORT_ATTEMPTS: usize = 32;
 
-/// Provisions the establishment's runtime: checks the image is present, allocates a host
-/// port under the `host_port` claim, seals the env and records the intent. The worker creates
-/// the container.
-pub async fn provision(
-    state: &AppState,
-    ctx: &CommandContext,
-    establishment_id: &str,
-    input: ProvisionInput,
-) -> ApiResult<Runtime> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_establishments WHERE id = $1)")
-            .bind(establishment_id)
-            .fetch_one(&state.pool)
-            .await?;
-    if !exists {
-        return Err(ApiError::not_found("establishment"));
-    }
-    if let Some(existing) = state
-        .bus
-        .store()
-        .claim_owner(ESTABLISHMENT_CLAIM, establishment_id)
-        .await?
-    {
-        return Err(already_provisioned(establishment_id, Some(&existing)));
-    }
-    if !state
-        .runtimes
-        .docker
-        .image_exists(&input.image)
-        .await
-        .map_err(docker_error)?
-    {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "image_not_found",
-            format!(
-                "image {:?} is not present on the Docker host; nothing is pulled: build or load it there first",
-                input.image
-            ),
-        )
-        .with_details(json!({ "field": "image", "image": input.image })));
-    }
-    let runtime_id = crate::ids::new_id("rt");
-    let env_keys: Vec<String> = input.env.keys().cloned().collect();
-    let env_encrypted = (!input.env.is_empty()).then(|| {
-        let plain = serde_json::to_vec(&input.env).expect("a string map serialises");
-        state
-            .runtimes
-            .secrets
-            .seal(&Runtimes::env_context(&runtime_id), &plain)
-    });
-    let mut tried = 0;
-    for port in candidate_ports(state).await? {
-        if tried == PORT_ATTEMPTS {
-            break;
+/// The provisioning and lifecycle use cases.
+pub struct RuntimeManagement {
+    pub bus: Arc<CommandBus>,
+    pub pool: PgPool,
+    pub runtimes: Arc<Runtimes>,
+}
+
+impl RuntimeManagement {
+    fn media_stream_url(
+        &self,
+        given: Option<String>,
+        runtime_id: &str,
+        establishment_id: &str,
+        host_port: u16,
+    ) -> Result<Option<String>, ProvisionError> {
+        if given.is_some() {
+            return Ok(given);
         }
-        if !port_is_free(port) {
-            continue;
-        }
-        tried += 1;
-        let spec = RuntimeSpec {
-            runtime_id: runtime_id.clone(),
-            establishment_id: establishment_id.to_string(),
-            image: input.image.clone(),
-            container_name: format!("agent_rt_{establishment_id}"),
-            host_port: port,
-            base_url: format!("http://127.0.0.1:{port}"),
-            media_stream_url: media_stream_url(
-                state,
-                input.media_stream_url.clone(),
-                &runtime_id,
-                establishment_id,
-                port,
-            )?,
-            env_keys: env_keys.clone(),
-            env_encrypted: env_encrypted.clone(),
+        let Some(template) = &self.runtimes.config.runtime_media_stream_url_template else {
+            return Ok(None);
         };
-        match state
+        let url = expand_template(template, runtime_id, establishment_id, host_port);
+        check_media_stream_url("RUNTIME_MEDIA_STREAM_URL_TEMPLATE", &url)
+            .map(Some)
+            .map_err(|e| {
+                Unexpected::Other(format!("bad media-stream URL template: {}", e.reason)).into()
+            })
+    }
+
+    /// Free host ports of the configured range, in a random rotation (concurrent provisions
+    /// start at different places; the `host_port` claim settles any clash).
+    async fn candidate_ports(&self) -> Result<Vec<u16>, ProvisionError> {
+        let taken: HashSet<String> = self
             .bus
-            .execute::<Runtime>(
-                &runtime_id,
-                RuntimeCommand::Provision(Box::new(spec)),
-                ctx,
-                ExecOptions::default(),
-            )
-            .await
+            .store()
+            .claimed_values(HOST_PORT_CLAIM)
+            .await?
+            .into_iter()
+            .collect();
+        let range = self.runtimes.config.runtime_port_range;
+        let mut free: Vec<u16> = range
+            .ports()
+            .filter(|p| !taken.contains(&p.to_string()))
+            .collect();
+        if !free.is_empty() {
+            let k = rand::thread_rng().gen_range(0..free.len());
+            free.rotate_left(k);
+        }
+        Ok(free)
+    }
+
+    /// Provisions the establishment's runtime: checks the image is present, allocates a host
+    /// port under the `host_port` claim, seals the env and records the intent. The worker
+    /// creates the container.
+    pub async fn provision(
+        &self,
+        ctx: &CommandContext,
+        establishment_id: &str,
+        input: ProvisionInput,
+    ) -> Result<Runtime, ProvisionError> {
+        if !projections::identity::establishment_exists(&self.pool, establishment_id).await? {
+            return Err(ProvisionError::EstablishmentNotFound);
+        }
+        let store = self.bus.store();
+        if let Some(existing) = store
+            .claim_owner(ESTABLISHMENT_CLAIM, establishment_id)
+            .await?
         {
-            Ok(outcome) => {
-                state.visible(&outcome).await;
-                state.runtimes.ops_wake.notify_one();
-                return Ok(outcome.state().cloned().unwrap_or_default());
-            }
-            Err(ExecError::ClaimTaken { scope, .. }) if scope == HOST_PORT_CLAIM => continue,
-            Err(ExecError::ClaimTaken { scope, .. }) if scope == ESTABLISHMENT_CLAIM => {
-                let owner = state
-                    .bus
-                    .store()
-                    .claim_owner(ESTABLISHMENT_CLAIM, establishment_id)
-                    .await?;
-                return Err(already_provisioned(establishment_id, owner.as_deref()));
-            }
-            Err(e) => return Err(e.into()),
+            return Err(ProvisionError::AlreadyProvisioned {
+                establishment_id: establishment_id.to_string(),
+                runtime_id: Some(existing),
+            });
         }
-    }
-    Err(ApiError::unavailable(
-        "no_free_host_port",
-        format!(
-            "no free host port left in RUNTIME_PORT_RANGE {}",
-            state.runtimes.config.runtime_port_range
-        ),
-    ))
-}
-
-fn already_provisioned(establishment_id: &str, runtime_id: Option<&str>) -> ApiError {
-    ApiError::conflict(
-        "runtime_exists",
-        format!("establishment {establishment_id} already has a runtime"),
-    )
-    .with_details(json!({ "establishment_id": establishment_id, "runtime_id": runtime_id }))
-}
-
-/// Records a lifecycle intent (start, stop, restart, drain, resume) and wakes the worker that
-/// acts on it. A command that changes nothing (start of a running runtime) appends nothing.
-pub async fn lifecycle(
-    state: &AppState,
-    ctx: &CommandContext,
-    runtime_id: &str,
-    command: RuntimeCommand,
-) -> ApiResult<Outcome<Runtime>> {
-    let drain = matches!(command, RuntimeCommand::Drain | RuntimeCommand::Resume);
-    let outcome = state
-        .bus
-        .execute::<Runtime>(runtime_id, command, ctx, ExecOptions::default())
-        .await?;
-    state.visible(&outcome).await;
-    if outcome.commit().is_some() {
-        if drain {
-            state.runtimes.monitor_wake.notify_one();
-        } else {
-            state.runtimes.ops_wake.notify_one();
+        if !self
+            .runtimes
+            .docker
+            .image_exists(&input.image)
+            .await
+            .map_err(ProvisionError::Docker)?
+        {
+            return Err(ProvisionError::ImageNotFound(input.image));
         }
+        let runtime_id = crate::ids::new_id("rt");
+        let env_keys: Vec<String> = input.env.keys().cloned().collect();
+        let env_encrypted = (!input.env.is_empty()).then(|| {
+            let plain = serde_json::to_vec(&input.env).expect("a string map serialises");
+            self.runtimes
+                .secrets
+                .seal(&Runtimes::env_context(&runtime_id), &plain)
+        });
+        let mut tried = 0;
+        for port in self.candidate_ports().await? {
+            if tried == PORT_ATTEMPTS {
+                break;
+            }
+            if !port_is_free(port) {
+                continue;
+            }
+            tried += 1;
+            let spec = RuntimeSpec {
+                runtime_id: runtime_id.clone(),
+                establishment_id: establishment_id.to_string(),
+                image: input.image.clone(),
+                container_name: format!("agent_rt_{establishment_id}"),
+                host_port: port,
+                base_url: format!("http://127.0.0.1:{port}"),
+                media_stream_url: self.media_stream_url(
+                    input.media_stream_url.clone(),
+                    &runtime_id,
+                    establishment_id,
+                    port,
+                )?,
+                env_keys: env_keys.clone(),
+                env_encrypted: env_encrypted.clone(),
+            };
+            match self
+                .bus
+                .execute::<Runtime>(
+                    &runtime_id,
+                    RuntimeCommand::Provision(Box::new(spec)),
+                    ctx,
+                    ExecOptions::default(),
+                )
+                .await
+            {
+                Ok(outcome) => {
+                    self.bus.visible(&outcome).await;
+                    self.runtimes.ops_wake.notify_one();
+                    return Ok(outcome.state().cloned().unwrap_or_default());
+                }
+                Err(ExecError::ClaimTaken { scope, .. }) if scope == HOST_PORT_CLAIM => continue,
+                Err(ExecError::ClaimTaken { scope, .. }) if scope == ESTABLISHMENT_CLAIM => {
+                    let owner = store
+                        .claim_owner(ESTABLISHMENT_CLAIM, establishment_id)
+                        .await?;
+                    return Err(ProvisionError::AlreadyProvisioned {
+                        establishment_id: establishment_id.to_string(),
+                        runtime_id: owner,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ProvisionError::NoFreeHostPort(
+            self.runtimes.config.runtime_port_range.to_string(),
+        ))
     }
-    Ok(outcome)
+
+    /// Records a lifecycle intent (start, stop, restart, drain, resume) and wakes the worker
+    /// that acts on it. A command that changes nothing (start of a running runtime) appends
+    /// nothing.
+    pub async fn lifecycle(
+        &self,
+        ctx: &CommandContext,
+        runtime_id: &str,
+        command: RuntimeCommand,
+    ) -> Result<Outcome<Runtime>, ExecError<RuntimeError>> {
+        let drain = matches!(command, RuntimeCommand::Drain | RuntimeCommand::Resume);
+        let outcome = self
+            .bus
+            .execute::<Runtime>(runtime_id, command, ctx, ExecOptions::default())
+            .await?;
+        self.bus.visible(&outcome).await;
+        if outcome.commit().is_some() {
+            if drain {
+                self.runtimes.monitor_wake.notify_one();
+            } else {
+                self.runtimes.ops_wake.notify_one();
+            }
+        }
+        Ok(outcome)
+    }
 }
 
 #[cfg(test)]
@@ -504,7 +502,7 @@ mod tests {
         );
         for bad in ["lower", "1ABC", "A-B", "", "PORT", "CONTROL_PLANE_TOKEN"] {
             let e = ProvisionInput::parse("img", env(&[(bad, "v")]), None).unwrap_err();
-            assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+            assert!(e.field.starts_with("env."), "{bad}: {e}");
         }
         let big = "x".repeat(MAX_ENV_VALUE + 1);
         assert!(ProvisionInput::parse("img", env(&[("K", &big)]), None).is_err());

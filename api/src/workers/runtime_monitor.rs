@@ -11,17 +11,15 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use aggregates::runtime::{Observed, ObservedState, Runtime, RuntimeCommand};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
-use serde::Serialize;
 use serde_json::Value;
-use sqlx::Row;
-use utoipa::ToSchema;
 
-use super::docker::{
+use crate::adapters::docker::{
     ContainerInfo, LABEL_ESTABLISHMENT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_RUNTIME,
 };
-use crate::app::AppState;
+use crate::application::runtimes::RuntimeManagement as RuntimeWorker;
+use crate::application::runtimes::UnknownContainer;
 use crate::store::{CommandContext, ExecOptions};
 
 const ACTOR: &str = "runtime-monitor";
@@ -30,36 +28,8 @@ const MAX_ISSUES: usize = 20;
 const MAX_ISSUE_LEN: usize = 300;
 const POLL_CONCURRENCY: usize = 16;
 
-/// What the last reconciliation found.
-#[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct ReconcileReport {
-    /// Value of the `io.controlplane.instance` label on this control plane's containers.
-    pub instance_id: String,
-    pub last_run_at: Option<DateTime<Utc>>,
-    /// Why Docker could not be listed, when it could not.
-    pub docker_error: Option<String>,
-    /// Containers with this control plane's labels that no runtime owns (left untouched).
-    pub unknown_containers: Vec<UnknownContainer>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct UnknownContainer {
-    pub id: String,
-    pub name: String,
-    pub state: String,
-    pub runtime_id: Option<String>,
-    pub establishment_id: Option<String>,
-}
-
 /// A runtime as the monitor needs it.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub id: String,
-    pub establishment_id: String,
-    pub base_url: String,
-    pub container_id: Option<String>,
-    pub pending: bool,
-}
+pub type Target = projections::runtimes::MonitorTarget;
 
 /// One poll of a runtime.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +39,7 @@ pub struct Health {
     pub active_calls: Option<u64>,
 }
 
-pub async fn run(state: &AppState) {
+pub async fn run(state: &RuntimeWorker) {
     loop {
         cycle(state).await;
         tokio::select! {
@@ -79,27 +49,12 @@ pub async fn run(state: &AppState) {
     }
 }
 
-async fn targets(state: &AppState) -> anyhow::Result<Vec<Target>> {
-    let rows = sqlx::query(
-        "SELECT id, establishment_id, base_url, container_id, pending_op IS NOT NULL AS pending
-         FROM rm_runtimes ORDER BY id",
-    )
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Target {
-            id: r.get("id"),
-            establishment_id: r.get("establishment_id"),
-            base_url: r.get("base_url"),
-            container_id: r.get("container_id"),
-            pending: r.get("pending"),
-        })
-        .collect())
+async fn targets(state: &RuntimeWorker) -> anyhow::Result<Vec<Target>> {
+    Ok(projections::runtimes::monitor_targets(&state.pool).await?)
 }
 
 /// One reconciliation and health pass over every runtime.
-pub async fn cycle(state: &AppState) {
+pub async fn cycle(state: &RuntimeWorker) {
     let targets = match targets(state).await {
         Ok(t) => t,
         Err(e) => {
@@ -121,7 +76,7 @@ pub async fn cycle(state: &AppState) {
         .await;
 }
 
-async fn record(state: &AppState, t: &Target, command: RuntimeCommand) {
+async fn record(state: &RuntimeWorker, t: &Target, command: RuntimeCommand) {
     let ctx = CommandContext::system(ACTOR).in_establishment(&t.establishment_id);
     match state
         .bus
@@ -130,7 +85,7 @@ async fn record(state: &AppState, t: &Target, command: RuntimeCommand) {
     {
         Ok(outcome) => {
             if outcome.commit().is_some() {
-                state.visible(&outcome).await;
+                state.bus.visible(&outcome).await;
             }
         }
         Err(e) => {
@@ -166,7 +121,7 @@ pub fn observe(container: Option<&ContainerInfo>, known: bool) -> Option<Observe
     }
 }
 
-async fn reconcile(state: &AppState, targets: &[Target]) {
+async fn reconcile(state: &RuntimeWorker, targets: &[Target]) {
     let rt = &state.runtimes;
     let filters = vec![
         format!("{LABEL_MANAGED}=true"),
@@ -270,7 +225,7 @@ fn issues_of(body: &Value) -> Vec<String> {
 
 /// Polls `/readyz` and `/info` of one runtime, stores the result in `runtime_health`, records
 /// a health change and re-tells the runtime whether to drain.
-pub async fn check(state: &AppState, t: &Target) -> Health {
+pub async fn check(state: &RuntimeWorker, t: &Target) -> Health {
     let http = &state.runtimes.http;
     let (readyz, info) = tokio::join!(
         http.get(format!("{}/readyz", t.base_url)).send(),
@@ -351,7 +306,7 @@ pub async fn check(state: &AppState, t: &Target) -> Health {
 }
 
 /// Tells the runtime to drain or resume when it does not do what the control plane wants.
-async fn sync_drain(state: &AppState, t: &Target, reported: Option<bool>) {
+async fn sync_drain(state: &RuntimeWorker, t: &Target, reported: Option<bool>) {
     let Ok((rt, _)) = state.bus.load::<Runtime>(&t.id).await else {
         return;
     };
@@ -391,7 +346,7 @@ async fn sync_drain(state: &AppState, t: &Target, reported: Option<bool>) {
 
 /// Polls until the runtime reports no active call (or stops answering), up to `timeout`.
 /// Returns false when a newer operation superseded `op` meanwhile.
-pub async fn wait_idle(state: &AppState, t: &Target, op: u64, timeout: Duration) -> bool {
+pub async fn wait_idle(state: &RuntimeWorker, t: &Target, op: u64, timeout: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Ok((rt, _)) = state.bus.load::<Runtime>(&t.id).await {

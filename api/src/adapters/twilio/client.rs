@@ -339,6 +339,34 @@ impl Default for Timeouts {
     }
 }
 
+/// The port the call workers use to act on calls at Twilio (placement, transfer, hang-up).
+#[async_trait::async_trait]
+pub trait TwilioCalls: Send + Sync {
+    /// Places a call (`POST …/Calls.json`).
+    async fn create_call(&self, call: &CreateCall) -> Result<CallResource, TwilioError>;
+    /// Changes a live call (`POST …/Calls/{CallSid}.json`).
+    async fn update_call(
+        &self,
+        call_sid: &str,
+        update: &CallUpdate,
+    ) -> Result<CallResource, TwilioError>;
+}
+
+#[async_trait::async_trait]
+impl TwilioCalls for TwilioClient {
+    async fn create_call(&self, call: &CreateCall) -> Result<CallResource, TwilioError> {
+        TwilioClient::create_call(self, call).await
+    }
+
+    async fn update_call(
+        &self,
+        call_sid: &str,
+        update: &CallUpdate,
+    ) -> Result<CallResource, TwilioError> {
+        TwilioClient::update_call(self, call_sid, update).await
+    }
+}
+
 #[derive(Clone)]
 pub struct TwilioClient {
     http: reqwest::Client,

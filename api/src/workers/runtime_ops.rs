@@ -9,16 +9,15 @@ use std::time::Duration;
 
 use aggregates::runtime::{Observed, OpKind, PendingOp, Runtime, RuntimeCommand};
 use parking_lot::Mutex;
-use sqlx::{Connection, PgConnection};
 use tokio::task::JoinSet;
 
-use super::docker::{
+use super::runtime_monitor::{self as monitor, Target};
+use crate::adapters::docker::{
     ContainerSpec, DockerError, LABEL_ESTABLISHMENT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_RUNTIME,
 };
-use super::monitor::{self, Target};
-use super::Runtimes;
-use crate::app::AppState;
+use crate::application::runtimes::{RuntimeManagement, Runtimes};
 use crate::auth::tokens::{hash_secret, new_secret};
+use crate::background::Lease;
 use crate::store::{CommandContext, ExecOptions};
 
 const ACTOR: &str = "runtime-worker";
@@ -26,53 +25,24 @@ const ACTOR: &str = "runtime-worker";
 const READY_WATCH: Duration = Duration::from_secs(30);
 const READY_POLL: Duration = Duration::from_millis(100);
 
-/// Starts the runtime worker and monitor; the task ends (and its children with it) when
-/// aborted.
-pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let _leader = leader_lock(&state).await;
-        tokio::join!(ops_loop(&state), monitor::run(&state));
-    })
-}
+/// The runtime worker and the monitor work with the runtime-management context.
+pub type RuntimeWorker = RuntimeManagement;
 
-/// Waits until this process holds the runtime-worker lock. The lock lives as long as the
-/// returned connection (a crashed process releases it with its session).
-async fn leader_lock(state: &AppState) -> Option<PgConnection> {
-    let url = state.config.database_url.clone()?;
-    let mut warned = false;
-    loop {
-        match PgConnection::connect(&url).await {
-            Ok(mut conn) => {
-                let got: Result<bool, _> = sqlx::query_scalar(
-                    "SELECT pg_try_advisory_lock(hashtext('control-plane:runtime-worker'))",
-                )
-                .fetch_one(&mut conn)
-                .await;
-                if let Ok(true) = got {
-                    return Some(conn);
-                }
-                if !warned {
-                    tracing::info!("another process runs the runtime worker; waiting");
-                    warned = true;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "runtime worker cannot reach PostgreSQL"),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+/// Runs the runtime worker and monitor while this process holds the lease.
+pub async fn run(state: Arc<RuntimeWorker>) {
+    let mut lease = Lease::acquire(&state.pool, "runtime-worker").await;
+    tokio::select! {
+        _ = async { tokio::join!(ops_loop(&state), monitor::run(&state)) } => {}
+        _ = lease.lost() => {}
     }
 }
 
-async fn ops_loop(state: &AppState) {
+async fn ops_loop(state: &Arc<RuntimeWorker>) {
     let inflight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut tasks = JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
-        match sqlx::query_scalar::<_, String>(
-            "SELECT id FROM rm_runtimes WHERE pending_op IS NOT NULL ORDER BY id",
-        )
-        .fetch_all(&state.pool)
-        .await
-        {
+        match projections::runtimes::with_pending_ops(&state.pool).await {
             Ok(ids) => {
                 for id in ids {
                     if inflight.lock().insert(id.clone()) {
@@ -97,7 +67,7 @@ async fn ops_loop(state: &AppState) {
 }
 
 /// Carries out the runtime's pending operations until none is left.
-async fn run_ops(state: &AppState, id: &str) {
+async fn run_ops(state: &RuntimeWorker, id: &str) {
     let mut done: Option<u64> = None;
     for _ in 0..16 {
         let rt = match state.bus.load::<Runtime>(id).await {
@@ -128,7 +98,7 @@ fn target(rt: &Runtime) -> Option<Target> {
     })
 }
 
-async fn record(state: &AppState, rt: &Runtime, command: RuntimeCommand) -> bool {
+async fn record(state: &RuntimeWorker, rt: &Runtime, command: RuntimeCommand) -> bool {
     let Some(spec) = &rt.spec else { return false };
     let ctx = CommandContext::system(ACTOR).in_establishment(&spec.establishment_id);
     match state
@@ -137,7 +107,7 @@ async fn record(state: &AppState, rt: &Runtime, command: RuntimeCommand) -> bool
         .await
     {
         Ok(outcome) => {
-            state.visible(&outcome).await;
+            state.bus.visible(&outcome).await;
             true
         }
         Err(e) => {
@@ -147,7 +117,7 @@ async fn record(state: &AppState, rt: &Runtime, command: RuntimeCommand) -> bool
     }
 }
 
-async fn perform(state: &AppState, rt: &Runtime, op: PendingOp) {
+async fn perform(state: &RuntimeWorker, rt: &Runtime, op: PendingOp) {
     let Some(spec) = rt.spec.as_ref() else { return };
     let docker = &state.runtimes.docker;
     let grace = state.runtimes.config.stop_grace();
@@ -226,7 +196,7 @@ async fn perform(state: &AppState, rt: &Runtime, op: PendingOp) {
 
 /// Polls a freshly started runtime quickly until it is ready (so "ready" shows within
 /// moments, not a health interval), a newer operation comes, or `READY_WATCH` passes.
-async fn watch_until_ready(state: &AppState, rt: &Runtime) {
+async fn watch_until_ready(state: &RuntimeWorker, rt: &Runtime) {
     let Some(t) = target(rt) else { return };
     let deadline = tokio::time::Instant::now() + READY_WATCH;
     while tokio::time::Instant::now() < deadline {
@@ -243,7 +213,7 @@ async fn watch_until_ready(state: &AppState, rt: &Runtime) {
 
 /// Makes sure the runtime's container exists; creates it (with a fresh runtime token) when it
 /// does not. Returns whether it was created now.
-async fn ensure_container(state: &AppState, rt: &Runtime, op: u64) -> Result<bool, String> {
+async fn ensure_container(state: &RuntimeWorker, rt: &Runtime, op: u64) -> Result<bool, String> {
     let spec = rt.spec.as_ref().ok_or("runtime not provisioned")?;
     let docker = &state.runtimes.docker;
     match docker.inspect(&spec.container_name).await {

@@ -14,6 +14,8 @@ use sqlx::PgConnection;
 use crate::event::StoredEvent;
 use crate::runner::Projection;
 
+pub mod queries;
+
 pub struct CallsProjection;
 
 #[async_trait]
@@ -35,16 +37,9 @@ impl Projection for CallsProjection {
         ]
     }
 
-    async fn apply(&self, tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
-        let event = e.decode::<CallEvent>()?;
-        apply_one(tx, e, event).await
-    }
-
-    async fn apply_batch(
-        &self,
-        tx: &mut PgConnection,
-        events: &[StoredEvent],
-    ) -> anyhow::Result<()> {
+    /// Transcript segments (the bulk of the traffic) are gathered and inserted with one
+    /// statement per batch; every other event is applied in order.
+    async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         let mut segments = Segments::default();
         for e in events {
             match e.decode::<CallEvent>()? {
@@ -515,32 +510,8 @@ async fn apply_one(tx: &mut PgConnection, e: &StoredEvent, event: CallEvent) -> 
             )
             .await?;
         }
-        E::TranscriptSegmentAdded {
-            ordinal, segment, ..
-        } => {
-            sqlx::query(
-                "INSERT INTO rm_transcript_segments
-                     (call_id, ordinal, segment_id, speaker, text, started_at, ended_at, confidence)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(id)
-            .bind(ordinal as i64)
-            .bind(&segment.segment_id)
-            .bind(segment.speaker.as_str())
-            .bind(&segment.text)
-            .bind(segment.started_at)
-            .bind(segment.ended_at)
-            .bind(segment.confidence)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE rm_calls SET segments = segments + 1, updated_at = $2 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(e.recorded_at)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // Gathered by `apply` and written in bulk (`Segments::write`).
+        E::TranscriptSegmentAdded { .. } => {}
         E::ToolCalled {
             origin,
             invocation,

@@ -96,6 +96,36 @@ pub fn amd_result(p: &Params) -> Result<AmdResult, ParseError> {
     })
 }
 
+/// A finished provider-side recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingDone {
+    pub call_sid: CallSid,
+    pub recording_sid: String,
+    /// Twilio's media URL (no extension).
+    pub recording_url: String,
+}
+
+/// The recording-status callback: `None` unless `RecordingStatus=completed`.
+pub fn recording_status(p: &Params) -> Result<Option<RecordingDone>, ParseError> {
+    let call_sid = required(p, "CallSid")?.parse()?;
+    if get(p, "RecordingStatus") != Some("completed") {
+        return Ok(None);
+    }
+    let recording_sid = get(p, "RecordingSid")
+        .filter(|s| s.len() <= 64 && s.starts_with("RE"))
+        .ok_or_else(|| ParseError::new("RecordingSid", "must be a Twilio recording SID"))?
+        .to_string();
+    let recording_url = get(p, "RecordingUrl")
+        .filter(|u| u.starts_with("https://") && u.len() <= 2048)
+        .ok_or_else(|| ParseError::new("RecordingUrl", "must be an https URL"))?
+        .to_string();
+    Ok(Some(RecordingDone {
+        call_sid,
+        recording_sid,
+        recording_url,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

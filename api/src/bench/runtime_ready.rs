@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 use aggregates::establishment::{Establishment, EstablishmentCommand};
 use aggregates::runtime::RuntimeCommand;
 
-use super::ProvisionInput;
+use crate::application::runtimes::ProvisionInput;
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::store::{CommandContext, ExecOptions};
 
-fn api(e: ApiError) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", e.code(), e.message())
+fn api(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }
 
 struct Run {
@@ -25,7 +24,7 @@ struct Run {
 
 pub async fn runtime_ready(mut config: Config, runs: u32, image: String) -> anyhow::Result<()> {
     config.listen_addr = "127.0.0.1:0".parse()?;
-    let app = crate::app::start(config).await?;
+    let app = crate::server::start(config).await?;
     let state = app.state.clone();
     let mut results = Vec::new();
     for i in 0..runs {
@@ -47,26 +46,29 @@ pub async fn runtime_ready(mut config: Config, runs: u32, image: String) -> anyh
             )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        state.visible(&outcome).await;
+        state.bus.visible(&outcome).await;
 
         let t0 = Instant::now();
         let input = ProvisionInput::parse(&image, None, None).map_err(api)?;
-        let rt = super::provision(&state, &ctx, &est, input)
+        let rt = state
+            .runtime_management
+            .provision(&ctx, &est, input)
             .await
             .map_err(api)?;
         let provisioned = t0.elapsed();
         let spec = rt.spec.clone().expect("provisioned");
-        super::lifecycle(&state, &ctx, &spec.runtime_id, RuntimeCommand::Start)
+        state
+            .runtime_management
+            .lifecycle(&ctx, &spec.runtime_id, RuntimeCommand::Start)
             .await
             .map_err(api)?;
         let (mut created, mut running) = (None, None);
         let deadline = t0 + Duration::from_secs(60);
         let ready = loop {
-            let (status, ready, container): (String, bool, Option<String>) =
-                sqlx::query_as("SELECT status, ready, container_id FROM rm_runtimes WHERE id = $1")
-                    .bind(&spec.runtime_id)
-                    .fetch_one(&state.pool)
-                    .await?;
+            let row = projections::runtimes::by_id(&state.pool, &spec.runtime_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("runtime {} vanished", spec.runtime_id))?;
+            let (status, ready, container) = (row.status, row.ready, row.container_id);
             if container.is_some() && created.is_none() {
                 created = Some(t0.elapsed());
             }

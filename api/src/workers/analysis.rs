@@ -8,7 +8,7 @@
 //! Summaries come from the embedded extractive summariser, or from an OpenAI-compatible chat
 //! endpoint when one is configured, with the extractive one as the fallback.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,11 +20,11 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use projections::{Projection, StoredEvent};
 use serde_json::{json, Value};
-use sqlx::{PgConnection, PgPool, Row};
-use tokio::sync::mpsc;
+use sqlx::{PgConnection, PgPool};
 
-use crate::app::AppState;
-use crate::store::{CommandContext, ExecOptions, IdempotencyClaim};
+use crate::background::{Background, Job, WorkQueue, WorkReceiver};
+use crate::config::Config;
+use crate::store::{CommandBus, CommandContext, ExecOptions, IdempotencyClaim};
 
 /// Longest transcript kept in memory per call (segments); beyond it the summary reads the rest
 /// from the read model.
@@ -54,19 +54,22 @@ struct CallMemory {
     summarized: bool,
 }
 
-/// The event consumer: cheap, in-memory, no tables.
+/// The event consumer: cheap, in-memory, no tables. A call marked dirty counts as background
+/// work until the worker has done what is due for it.
 pub struct AnalysisConsumer {
     calls: Arc<Mutex<HashMap<String, CallMemory>>>,
-    dirty: mpsc::UnboundedSender<String>,
+    dirty: WorkQueue<String>,
 }
 
+pub type DirtyCalls = WorkReceiver<String>;
+
 impl AnalysisConsumer {
-    pub fn new() -> (Arc<AnalysisConsumer>, mpsc::UnboundedReceiver<String>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn new(background: &Background) -> (Arc<AnalysisConsumer>, DirtyCalls) {
+        let (dirty, rx) = WorkQueue::channel(background);
         (
             Arc::new(AnalysisConsumer {
                 calls: Arc::default(),
-                dirty: tx,
+                dirty,
             }),
             rx,
         )
@@ -87,7 +90,16 @@ impl Projection for AnalysisConsumer {
         &[]
     }
 
-    async fn apply(&self, _tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
+    async fn apply(&self, _tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        for e in events {
+            self.consume(e)?;
+        }
+        Ok(())
+    }
+}
+
+impl AnalysisConsumer {
+    fn consume(&self, e: &StoredEvent) -> anyhow::Result<()> {
         // Only the events that matter are decoded.
         let relevant = matches!(
             e.event_type.as_str(),
@@ -158,7 +170,7 @@ impl Projection for AnalysisConsumer {
             _ => false,
         };
         if dirty {
-            let _ = self.dirty.send(id.clone());
+            self.dirty.enqueue(id.clone());
         }
         Ok(())
     }
@@ -180,25 +192,43 @@ pub struct LlmConfig {
     pub timeout: Duration,
 }
 
+impl AnalysisConfig {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            sentiment_interval: Duration::from_millis(config.sentiment_interval_ms),
+            llm: config.summary_llm_base_url.as_ref().map(|base| LlmConfig {
+                base_url: base.clone(),
+                model: config.summary_llm_model.clone(),
+                api_key: config.summary_llm_api_key.clone(),
+                timeout: Duration::from_millis(config.summary_llm_timeout_ms.max(100)),
+            }),
+        }
+    }
+}
+
+/// What the analysis worker needs.
+pub struct AnalysisWorker {
+    pub bus: Arc<CommandBus>,
+    pub pool: PgPool,
+    pub consumer: Arc<AnalysisConsumer>,
+    pub config: AnalysisConfig,
+    pub http: reqwest::Client,
+}
+
 /// The worker task: recomputes what the consumer marked dirty.
-pub async fn run(
-    state: AppState,
-    consumer: Arc<AnalysisConsumer>,
-    mut dirty: mpsc::UnboundedReceiver<String>,
-    config: AnalysisConfig,
-) {
-    let http = reqwest::Client::new();
-    let mut pending: BTreeSet<String> = BTreeSet::new();
+pub async fn run(worker: Arc<AnalysisWorker>, dirty: DirtyCalls) {
+    let mut dirty = dirty.lock().await;
+    let mut pending: BTreeMap<String, Job> = BTreeMap::new();
     let mut last_emit: HashMap<String, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
-            Some(id) = dirty.recv() => { pending.insert(id); continue; }
+            Some((id, job)) = dirty.recv() => { pending.entry(id).or_insert(job); continue; }
             _ = tick.tick() => {}
         }
-        let due: Vec<String> = pending.iter().cloned().collect();
+        let due: Vec<String> = pending.keys().cloned().collect();
         for id in due {
-            let keep = process(&state, &consumer, &http, &config, &id, &mut last_emit).await;
+            let keep = process(&worker, &id, &mut last_emit).await;
             match keep {
                 Ok(true) => {}
                 Ok(false) => {
@@ -214,13 +244,12 @@ pub async fn run(
 
 /// Does what is due for one call; `Ok(true)` when something is left for later.
 async fn process(
-    state: &AppState,
-    consumer: &AnalysisConsumer,
-    http: &reqwest::Client,
-    config: &AnalysisConfig,
+    worker: &AnalysisWorker,
     id: &str,
     last_emit: &mut HashMap<String, Instant>,
 ) -> anyhow::Result<bool> {
+    let consumer = &worker.consumer;
+    let config = &worker.config;
     let (segments, last_ordinal, considered, ended_at, summarized, expected, complete) = {
         let calls = consumer.calls.lock();
         let Some(m) = calls.get(id) else {
@@ -242,7 +271,7 @@ async fn process(
     let segments = if complete {
         segments
     } else {
-        let rows = read_segments(&state.pool, id).await?;
+        let rows = read_segments(&worker.pool, id).await?;
         if (rows.last().map_or(0, |s| s.ordinal)) < last_ordinal {
             return Ok(true); // the read model has not caught up yet
         }
@@ -256,7 +285,7 @@ async fn process(
         if recent && !ended {
             later = true;
         } else {
-            record_sentiment(state, id, &segments, last_ordinal).await?;
+            record_sentiment(worker, id, &segments, last_ordinal).await?;
             last_emit.insert(id.to_string(), Instant::now());
             consumer
                 .calls
@@ -272,7 +301,7 @@ async fn process(
         if missing && ended_at.is_some_and(|t| t.elapsed() < SUMMARY_PATIENCE) {
             return Ok(true);
         }
-        record_summary(state, http, config, id, &segments, last_ordinal).await?;
+        record_summary(worker, id, &segments, last_ordinal).await?;
         let mut calls = consumer.calls.lock();
         calls.remove(id);
         last_emit.remove(id);
@@ -282,23 +311,14 @@ async fn process(
 }
 
 async fn read_segments(pool: &PgPool, call_id: &str) -> anyhow::Result<Vec<Seg>> {
-    let rows = sqlx::query(
-        "SELECT ordinal, speaker, text, started_at FROM rm_transcript_segments
-         WHERE call_id = $1 ORDER BY ordinal",
-    )
-    .bind(call_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .iter()
+    Ok(projections::calls::queries::all_segments(pool, call_id)
+        .await?
+        .into_iter()
         .map(|r| Seg {
-            ordinal: r.get::<i64, _>("ordinal") as u64,
-            speaker: r
-                .get::<String, _>("speaker")
-                .parse()
-                .unwrap_or(Speaker::System),
-            text: r.get("text"),
-            started_at: r.get("started_at"),
+            ordinal: r.ordinal as u64,
+            speaker: r.speaker.parse().unwrap_or(Speaker::System),
+            text: r.text,
+            started_at: r.started_at,
         })
         .collect())
 }
@@ -326,14 +346,14 @@ fn to_analysis(segments: &[Seg]) -> (Vec<analysis::Segment>, Option<DateTime<Utc
 }
 
 async fn locale_of(pool: &PgPool, call_id: &str) -> Option<String> {
-    sqlx::query_scalar(
-        "SELECT e.locale FROM rm_calls c JOIN rm_establishments e ON e.id = c.establishment_id WHERE c.id = $1",
-    )
-    .bind(call_id)
-    .fetch_optional(pool)
-    .await
-    .ok()
-    .flatten()
+    let establishment = projections::calls::queries::establishment_of(pool, call_id)
+        .await
+        .ok()
+        .flatten()?;
+    projections::identity::establishment_locale(pool, &establishment)
+        .await
+        .ok()
+        .flatten()
 }
 
 fn label(l: analysis::Label) -> SentimentLabel {
@@ -351,12 +371,12 @@ fn ctx(worker: &str, call_id: &str) -> CommandContext {
 }
 
 async fn record_sentiment(
-    state: &AppState,
+    worker: &AnalysisWorker,
     call_id: &str,
     segments: &[Seg],
     considered: u64,
 ) -> anyhow::Result<()> {
-    let locale = locale_of(&state.pool, call_id).await;
+    let locale = locale_of(&worker.pool, call_id).await;
     let (segs, base) = to_analysis(segments);
     let mut call = analysis::call::CallSentiment::new(locale.as_deref());
     for s in &segs {
@@ -379,7 +399,7 @@ async fn record_sentiment(
         None => vec![],
     };
     let score = SentimentScore::try_from(overall.score).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let r = state
+    let r = worker
         .bus
         .execute::<Call>(
             call_id,
@@ -402,17 +422,15 @@ async fn record_sentiment(
 }
 
 async fn record_summary(
-    state: &AppState,
-    http: &reqwest::Client,
-    config: &AnalysisConfig,
+    worker: &AnalysisWorker,
     call_id: &str,
     segments: &[Seg],
     covered: u64,
 ) -> anyhow::Result<()> {
     let (segs, _) = to_analysis(segments);
     let extractive = analysis::summary::summarize(&segs, 5);
-    let (text, generator) = match &config.llm {
-        Some(llm) if !segs.is_empty() => match llm_summary(http, llm, &segs).await {
+    let (text, generator) = match &worker.config.llm {
+        Some(llm) if !segs.is_empty() => match llm_summary(&worker.http, llm, &segs).await {
             Ok(t) => (t, format!("llm:{}", llm.model)),
             Err(e) => {
                 tracing::warn!(call_id, error = %format!("{e:#}"), "LLM summary failed; using the extractive summary");
@@ -423,7 +441,7 @@ async fn record_summary(
         _ => (extractive.text.clone(), analysis::SUMMARY_MODEL.to_string()),
     };
     let text: String = text.chars().take(8_000).collect();
-    let r = state
+    let r = worker
         .bus
         .execute::<Call>(
             call_id,

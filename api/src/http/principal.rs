@@ -1,14 +1,22 @@
 //! The authenticated user of a request and the role rules every handler applies:
 //! a foreign establishment answers 404 (its existence is not revealed), too low a role 403.
 
+use std::sync::Arc;
+
 use aggregates::common::Role;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use sqlx::Row;
+use sqlx::PgPool;
 
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::auth::tokens::JwtKeys;
+use crate::http::error::{ApiError, ApiResult};
+
+/// What resolving a bearer token to a user needs: the token keys and the session store.
+pub struct Sessions {
+    pub jwt: Arc<JwtKeys>,
+    pub pool: PgPool,
+}
 
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -87,42 +95,34 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-impl FromRequestParts<AppState> for Principal {
+impl<S> FromRequestParts<S> for Principal
+where
+    S: Send + Sync,
+    Arc<Sessions>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let sessions = Arc::<Sessions>::from_ref(state);
         let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let claims = state
+        let claims = sessions
             .jwt
             .verify(token)
             .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
-        let row = sqlx::query(
-            "SELECT u.id, u.email, u.display_name, u.platform_admin,
-                    COALESCE((SELECT json_agg(json_build_array(m.establishment_id, m.role) ORDER BY m.created_at, m.establishment_id)
-                              FROM rm_memberships m WHERE m.user_id = u.id), '[]'::json) AS memberships
-             FROM sessions s JOIN rm_users u ON u.id = s.user_id
-             WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > now()",
-        )
-        .bind(&claims.sid)
-        .bind(&claims.sub)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("the session has ended; log in again"))?;
+        let user = projections::identity::session_user(&sessions.pool, &claims.sid, &claims.sub)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the session has ended; log in again"))?;
         let raw: Vec<(String, String)> =
-            serde_json::from_value(row.get::<serde_json::Value, _>("memberships"))
-                .map_err(ApiError::internal)?;
+            serde_json::from_value(user.memberships).map_err(ApiError::internal)?;
         let memberships = raw
             .into_iter()
             .filter_map(|(e, r)| r.parse().ok().map(|r| (e, r)))
             .collect();
         Ok(Principal {
-            user_id: row.get("id"),
-            email: row.get("email"),
-            display_name: row.get("display_name"),
-            platform_admin: row.get("platform_admin"),
+            user_id: user.id,
+            email: user.email,
+            display_name: user.display_name,
+            platform_admin: user.platform_admin,
             session_id: claims.sid,
             memberships,
         })
