@@ -1,0 +1,107 @@
+//! Call aggregate: one stream per phone call, where the Twilio webhooks, the REST placement
+//! worker, user actions (handoff), the reaper and the runtime's events for that call meet.
+//!
+//! - Any of the incoming-call webhook, a status callback, a runtime event or an outbound request
+//!   may come first: each of them carries a [`CallOpening`] and opens the call when the stream is
+//!   empty; the others merge into it. The first event of every stream is `CallOpened`.
+//! - A Twilio `CallSid` belongs to exactly one call: the event that binds it takes the claim
+//!   [`CALL_SID_CLAIM`] (the store refuses a second owner inside the append transaction).
+//! - Status only moves forward (see [`CallStatus::rank`]); a terminal status is final; Twilio
+//!   callbacks are deduplicated on their `SequenceNumber` inside the state.
+//! - The state is small and of fixed size (counters, status, seen sequence numbers), never
+//!   transcript text: appending segment 10,000 costs what segment 1 costs. Events carry payloads.
+//!
+//! docs/calls.md describes the state machine with its table of transitions.
+
+/// Claim scope mapping a Twilio `CallSid` to the call that owns it
+/// (`store.claim_owner(CALL_SID_CLAIM, sid)` finds the call).
+pub const CALL_SID_CLAIM: &str = "call_sid";
+/// Open tool invocations remembered for pairing results; older ones are forgotten.
+pub const MAX_PENDING_TOOL_CALLS: usize = 32;
+
+macro_rules! string_serde {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+/// Defines a plain enum with its wire names, `as_str`, `FromStr` (also accepting aliases) and
+/// string serde.
+macro_rules! wire_enum {
+    ($(#[$m:meta])* $t:ident, $field:literal {
+        $($(#[$vm:meta])* $v:ident => $s:literal $(| $alias:literal)*),* $(,)?
+    }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $t { $($(#[$vm])* $v),* }
+        impl $t {
+            pub const ALL: &'static [$t] = &[$($t::$v),*];
+            pub fn as_str(self) -> &'static str {
+                match self { $($t::$v => $s),* }
+            }
+        }
+        impl FromStr for $t {
+            type Err = ParseError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($s $(| $alias)* => Ok($t::$v),)*
+                    _ => Err(ParseError::new(
+                        $field,
+                        format!("{s:?} is not one of {}", [$($s),*].join(", ")),
+                    )),
+                }
+            }
+        }
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+mod commands;
+mod decide;
+mod errors;
+mod events;
+mod runtime_events;
+mod state;
+mod twilio;
+mod values;
+
+pub use commands::*;
+pub use errors::*;
+pub use events::*;
+pub use runtime_events::*;
+pub use state::*;
+pub use twilio::*;
+pub use values::*;
+
+#[cfg(test)]
+mod tests;

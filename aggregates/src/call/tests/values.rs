@@ -1,0 +1,141 @@
+//! Value types and runtime payloads: parsing, limits, wire names.
+
+use super::*;
+
+#[test]
+fn runtime_events_parse_from_the_appendix_b_envelope() {
+    #[derive(Deserialize)]
+    struct Envelope {
+        #[allow(dead_code)]
+        id: String,
+        #[allow(dead_code)]
+        idempotency_key: String,
+        #[serde(flatten)]
+        event: RuntimeEvent,
+    }
+    let e: Envelope = serde_json::from_value(json!({
+        "id": "evt_1", "type": "transcript_segment", "occurred_at": "2026-01-10T00:00:05Z",
+        "idempotency_key": "rt_1:CA1:seg:000123",
+        "payload": {"segment_id": "seg_1", "speaker": "customer", "text": "Hello",
+                    "started_at": "2026-01-10T00:00:03Z", "ended_at": "2026-01-10T00:00:05Z",
+                    "confidence": 0.91}
+    }))
+    .unwrap();
+    assert_eq!(e.event.type_name(), "transcript_segment");
+    assert!(e.event.validate().is_ok());
+    let ended: RuntimeEvent = serde_json::from_value(json!({"type": "call_ended", "payload":
+        {"ended_at": "2026-01-10T00:10:00Z", "duration_seconds": 600,
+         "final_status": "completed", "hangup_by": "customer"}}))
+    .unwrap();
+    assert!(matches!(
+        ended,
+        RuntimeEvent::CallEnded {
+            final_status: TerminalStatus::Completed,
+            ..
+        }
+    ));
+    for bad in [
+        json!({"type": "call_ended", "payload": {"ended_at": "2026-01-10T00:10:00Z", "final_status": "in_progress"}}),
+        json!({"type": "teleport", "payload": {}}),
+        json!({"type": "runtime_error", "payload": {"component": "gpu", "message": "x"}}),
+    ] {
+        assert!(
+            serde_json::from_value::<RuntimeEvent>(bad.clone()).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn oversized_or_inconsistent_runtime_payloads_are_refused() {
+    let mut s = TranscriptSegment {
+        segment_id: "seg_1".into(),
+        speaker: Speaker::Agent,
+        text: "x".repeat(limits::SEGMENT_TEXT + 1),
+        started_at: t(0),
+        ended_at: t(1),
+        confidence: None,
+    };
+    let err = RuntimeEvent::TranscriptSegment(s.clone())
+        .validate()
+        .unwrap_err();
+    assert_eq!(err.field, "text");
+    s.text = "ok".into();
+    s.ended_at = t(-1);
+    let err = RuntimeEvent::TranscriptSegment(s.clone())
+        .validate()
+        .unwrap_err();
+    assert_eq!(err.field, "ended_at");
+    s.ended_at = t(1);
+    s.confidence = Some(1.2);
+    assert_eq!(
+        RuntimeEvent::TranscriptSegment(s)
+            .validate()
+            .unwrap_err()
+            .field,
+        "confidence"
+    );
+    let big = RuntimeEvent::ToolCalled {
+        tool_name: "t".into(),
+        arguments: json!({"blob": "y".repeat(limits::TOOL_JSON_BYTES)}),
+    };
+    assert_eq!(big.validate().unwrap_err().field, "arguments");
+}
+
+#[test]
+fn twilio_values_parse_into_domain_values() {
+    assert!("CA0123456789abcdef0123456789ABCDEF"
+        .parse::<CallSid>()
+        .is_ok());
+    for bad in [
+        "CA123",
+        "XX0123456789abcdef0123456789abcdef",
+        "CA0123456789abcdef0123456789abcdeg",
+    ] {
+        assert!(bad.parse::<CallSid>().is_err(), "{bad}");
+    }
+    assert_eq!(
+        Direction::from_twilio("outbound-api").unwrap(),
+        Direction::Outbound
+    );
+    assert_eq!(
+        Direction::from_twilio("trunking-terminating").unwrap(),
+        Direction::Inbound
+    );
+    assert!(Direction::from_twilio("sideways").is_err());
+    assert_eq!(
+        "no-answer"
+            .parse::<TwilioCallStatus>()
+            .unwrap()
+            .to_call_status(),
+        CallStatus::NoAnswer
+    );
+    assert_eq!(
+        "in-progress"
+            .parse::<TwilioCallStatus>()
+            .unwrap()
+            .to_call_status(),
+        CallStatus::InProgress
+    );
+    assert_eq!(
+        "initiated"
+            .parse::<TwilioCallStatus>()
+            .unwrap()
+            .to_call_status(),
+        CallStatus::Queued
+    );
+    assert_eq!(
+        "machine_end_beep".parse::<AnsweredBy>().unwrap(),
+        AnsweredBy::MachineEndBeep
+    );
+    assert_eq!("client:alice".parse::<Party>().unwrap().e164(), None);
+    assert!(
+        "+1 415 867 5309".parse::<Party>().is_err(),
+        "spaces are not part of a provider address"
+    );
+    assert_eq!(
+        serde_json::to_value(CallStatus::NoAnswer).unwrap(),
+        json!("no_answer")
+    );
+    assert!(CallStatus::ALL.iter().filter(|s| s.is_terminal()).count() == 5);
+}
