@@ -7,13 +7,12 @@
 //! published, which one is active); the brains themselves live in the events and read models.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::common::{ParseError, UniqueClaims};
+use crate::common::{wire_enum, ParseError, UniqueClaims};
 
 /// Longest system prompt, in characters.
 pub const MAX_PROMPT_CHARS: usize = 100_000;
@@ -31,52 +30,19 @@ pub const MAX_VERSIONS_PER_AGENT: usize = 500;
 // ---------------------------------------------------------------------------------------------
 // The brain and its value types (parsed once, at the boundary).
 
-/// Tools an agent version can enable. The tool proxy serves exactly these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Tool {
-    Email,
-    Calendar,
-    WhatsappMessaging,
-    Crm,
-    Handoff,
-}
-
-impl Tool {
-    pub const ALL: [Tool; 5] = [
-        Tool::Email,
-        Tool::Calendar,
-        Tool::WhatsappMessaging,
-        Tool::Crm,
-        Tool::Handoff,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tool::Email => "email",
-            Tool::Calendar => "calendar",
-            Tool::WhatsappMessaging => "whatsapp_messaging",
-            Tool::Crm => "crm",
-            Tool::Handoff => "handoff",
-        }
+wire_enum!(
+    /// Tools an agent version can enable. The tool proxy serves exactly these.
+    Tool, "tools", unknown = (|s: &str| {
+        let known: Vec<&str> = Tool::ALL.iter().map(|t| t.as_str()).collect();
+        format!("unknown tool {s:?}; known tools: {}", known.join(", "))
+    }) {
+        Email => "email",
+        Calendar => "calendar",
+        WhatsappMessaging => "whatsapp_messaging",
+        Crm => "crm",
+        Handoff => "handoff",
     }
-}
-
-impl std::str::FromStr for Tool {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        Tool::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Tool::ALL.iter().map(|t| t.as_str()).collect();
-                ParseError::new(
-                    "tools",
-                    format!("unknown tool {s:?}; known tools: {}", known.join(", ")),
-                )
-            })
-    }
-}
+);
 
 /// How one tool is set in a version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -546,32 +512,17 @@ pub enum AgentError {
     TooManyVersions,
 }
 
-/// Lifecycle of a version. A published version stays `published` after another one becomes
-/// active (it can be rolled back to); `archived` versions are retired.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VersionStatus {
-    #[default]
-    Draft,
-    Published,
-    Archived,
-}
-
-impl VersionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VersionStatus::Draft => "draft",
-            VersionStatus::Published => "published",
-            VersionStatus::Archived => "archived",
-        }
+wire_enum!(
+    /// Lifecycle of a version. A published version stays `published` after another one becomes
+    /// active (it can be rolled back to); `archived` versions are retired.
+    #[derive(Default)]
+    VersionStatus, "status" {
+        #[default]
+        Draft => "draft",
+        Published => "published",
+        Archived => "archived",
     }
-}
-
-impl fmt::Display for VersionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+);
 
 /// What the aggregate remembers of a version (not its brain).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

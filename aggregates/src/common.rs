@@ -1,9 +1,6 @@
 //! Value types shared by the aggregates: parsed once at the boundary, trusted afterwards.
 
-use std::fmt;
 use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A uniqueness rule that spans aggregates (an e-mail address, a phone number, a host port).
 ///
@@ -24,45 +21,14 @@ pub trait UniqueClaims {
     }
 }
 
-/// Role of a user inside one establishment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Operator,
-    Viewer,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-            Role::Viewer => "viewer",
-        }
+wire_enum!(
+    /// Role of a user inside one establishment.
+    Role, "role", unknown = (|_| "must be one of admin, operator, viewer".to_string()) {
+        Admin => "admin",
+        Operator => "operator",
+        Viewer => "viewer",
     }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "admin" => Ok(Role::Admin),
-            "operator" => Ok(Role::Operator),
-            "viewer" => Ok(Role::Viewer),
-            _ => Err(ParseError::new(
-                "role",
-                "must be one of admin, operator, viewer",
-            )),
-        }
-    }
-}
+);
 
 /// Why a value could not be parsed; `field` names the offending input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,26 +47,71 @@ impl ParseError {
     }
 }
 
+/// Serialises a value type as the string `as_str` gives, deserialises it through `FromStr`
+/// (the `ParseError` becomes the serde error), and displays it as that string.
 macro_rules! string_newtype_serde {
     ($t:ty) => {
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        impl ::serde::Serialize for $t {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
             }
         }
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
+        impl<'de> ::serde::Deserialize<'de> for $t {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as ::serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(::serde::de::Error::custom)
             }
         }
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
     };
 }
+pub(crate) use string_newtype_serde;
+
+/// Defines a plain enum with a wire form: `ALL`, `as_str`, `FromStr` (also accepting the
+/// aliases after `|`), `Display`, and serde as the wire string (so stored JSON keeps its
+/// spelling). An unknown string is a [`ParseError`] on `$field` saying
+/// `"x" is not one of a, b`, or the message that the `unknown` closure makes of it.
+macro_rules! wire_enum {
+    (@unknown $s:ident, [$($w:literal),*]) => {
+        format!("{:?} is not one of {}", $s, [$($w),*].join(", "))
+    };
+    (@unknown $s:ident, [$($w:literal),*], $unknown:expr) => {
+        ($unknown)($s)
+    };
+    ($(#[$m:meta])* $t:ident, $field:literal $(, unknown = ($unknown:expr))? {
+        $($(#[$vm:meta])* $v:ident => $s:literal $(| $alias:literal)*),* $(,)?
+    }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $t { $($(#[$vm])* $v),* }
+        impl $t {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$t] = &[$($t::$v),*];
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($t::$v => $s),* }
+            }
+        }
+        impl ::std::str::FromStr for $t {
+            type Err = $crate::common::ParseError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($s $(| $alias)* => Ok($t::$v),)*
+                    _ => Err($crate::common::ParseError::new(
+                        $field,
+                        $crate::common::wire_enum!(@unknown s, [$($s),*] $(, $unknown)?),
+                    )),
+                }
+            }
+        }
+        $crate::common::string_newtype_serde!($t);
+    };
+}
+pub(crate) use wire_enum;
 
 /// An e-mail address, trimmed and lower-cased (addresses compare case-insensitively here).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -286,6 +297,31 @@ pub fn bounded_text(field: &'static str, s: &str, max: usize) -> Result<String, 
     Ok(t.to_string())
 }
 
+/// Checks an enum's wire form: `all` displays as `names` in order, and each name parses back
+/// to its variant and (de)serialises as that JSON string.
+#[cfg(test)]
+pub(crate) fn assert_wire_form<T>(all: &[T], names: &[&str])
+where
+    T: Copy
+        + PartialEq
+        + std::fmt::Debug
+        + std::fmt::Display
+        + FromStr<Err = ParseError>
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let shown: Vec<String> = all.iter().map(T::to_string).collect();
+    assert_eq!(shown, names);
+    for (v, name) in all.iter().zip(names) {
+        assert_eq!(name.parse::<T>(), Ok(*v), "{name}");
+        let json = serde_json::to_value(v).unwrap();
+        assert_eq!(json, serde_json::Value::String(name.to_string()));
+        assert_eq!(serde_json::from_value::<T>(json).unwrap(), *v, "{name}");
+    }
+    assert!("no such name".parse::<T>().is_err());
+    assert!(serde_json::from_value::<T>(serde_json::json!("no such name")).is_err());
+}
+
 /// Implements `cqrs_es::DomainEvent` for an event enum: `event_type` is the variant name (it
 /// never changes once stored) and every variant is at version 1.0 until it gets an upcaster.
 #[macro_export]
@@ -330,6 +366,30 @@ mod tests {
         for bad in ["4158675309", "+1", "+999999", "+1415867530912345", "hello"] {
             assert!(bad.parse::<E164>().is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn roles_keep_their_wire_names_and_their_message() {
+        assert_wire_form(Role::ALL, &["admin", "operator", "viewer"]);
+        assert_eq!(
+            "owner".parse::<Role>(),
+            Err(ParseError::new(
+                "role",
+                "must be one of admin, operator, viewer"
+            ))
+        );
+        // As stored in an establishment's stream.
+        let stored = serde_json::json!(
+            {"MemberRoleChanged": {"user_id": "usr_1", "from": "viewer", "to": "admin"}}
+        );
+        assert_eq!(
+            serde_json::from_value::<crate::establishment::EstablishmentEvent>(stored).unwrap(),
+            crate::establishment::EstablishmentEvent::MemberRoleChanged {
+                user_id: "usr_1".into(),
+                from: Role::Viewer,
+                to: Role::Admin,
+            }
+        );
     }
 
     #[test]

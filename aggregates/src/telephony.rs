@@ -14,7 +14,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ClaimOp, ParseError, Timezone, UniqueClaims, E164};
+use crate::common::{wire_enum, ClaimOp, ParseError, Timezone, UniqueClaims, E164};
 
 /// Claim scope that keeps an inbound number with one establishment.
 pub const PHONE_NUMBER_CLAIM: &str = "phone_number";
@@ -32,21 +32,14 @@ pub const MAX_BUSINESS_HOURS_WINDOWS: usize = 50;
 // ---------------------------------------------------------------------------------------------
 // Value types.
 
-/// Telephony provider of an inbound number.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    #[default]
-    Twilio,
-}
-
-impl Provider {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Twilio => "twilio",
-        }
+wire_enum!(
+    /// Telephony provider of an inbound number.
+    #[derive(Default)]
+    Provider, "provider" {
+        #[default]
+        Twilio => "twilio",
     }
-}
+);
 
 /// A number callers dial, and the agent that answers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,18 +82,18 @@ impl MaxCallDuration {
     }
 }
 
-/// A day of the week, as `mon`…`sun`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Day {
-    Mon,
-    Tue,
-    Wed,
-    Thu,
-    Fri,
-    Sat,
-    Sun,
-}
+wire_enum!(
+    /// A day of the week, as `mon`…`sun`.
+    Day, "days" {
+        Mon => "mon",
+        Tue => "tue",
+        Wed => "wed",
+        Thu => "thu",
+        Fri => "fri",
+        Sat => "sat",
+        Sun => "sun",
+    }
+);
 
 impl Day {
     pub fn from_weekday(w: chrono::Weekday) -> Day {
@@ -1078,5 +1071,33 @@ mod tests {
         ] {
             assert!(accepted(&route(Some(&e), "+1", at(t))), "{t}");
         }
+    }
+
+    #[test]
+    fn provider_and_days_keep_their_wire_names() {
+        use crate::common::assert_wire_form;
+        assert_wire_form(Provider::ALL, &["twilio"]);
+        assert_wire_form(Day::ALL, &["mon", "tue", "wed", "thu", "fri", "sat", "sun"]);
+        // Events as stored before the enums shared one macro.
+        let stored = json!({"InboundNumbersReplaced": {
+            "numbers": [{"provider": "twilio", "e164": A, "routing_agent_id": "agt_1"}],
+            "added": [A], "removed": []}});
+        assert_eq!(
+            serde_json::from_value::<TelephonyEvent>(stored).unwrap(),
+            E::InboundNumbersReplaced {
+                numbers: vec![inbound(A, "agt_1")],
+                added: vec![n(A)],
+                removed: vec![],
+            }
+        );
+        let stored = json!({"BusinessHoursChanged": {
+            "windows": [{"days": ["mon", "sun"], "start": "08:00", "end": "22:00"}]}});
+        assert_eq!(
+            serde_json::from_value::<TelephonyEvent>(stored).unwrap(),
+            E::BusinessHoursChanged {
+                windows: vec![hours(&[Day::Sun, Day::Mon], "08:00", "22:00")]
+            }
+        );
+        assert_eq!("skype".parse::<Provider>().unwrap_err().field, "provider");
     }
 }

@@ -442,11 +442,53 @@ fn brain_values_are_checked_when_parsed() {
 
 #[test]
 fn tools_are_named_as_in_the_api() {
-    for t in Tool::ALL {
-        assert_eq!(t.as_str().parse::<Tool>(), Ok(t));
-        assert_eq!(serde_json::to_value(t).unwrap(), json!(t.as_str()));
-    }
-    assert!("teleport".parse::<Tool>().is_err());
+    crate::common::assert_wire_form(
+        Tool::ALL,
+        &["email", "calendar", "whatsapp_messaging", "crm", "handoff"],
+    );
+    assert_eq!(
+        "teleport".parse::<Tool>(),
+        Err(ParseError::new(
+            "tools",
+            "unknown tool \"teleport\"; known tools: email, calendar, whatsapp_messaging, crm, handoff"
+        ))
+    );
+    // A draft as stored before the enums shared one macro: tools are keyed by wire name.
+    let stored = json!({"VersionDrafted": {"version_id": "agv_1", "number": 1, "created_by": "usr_admin",
+        "brain": {"name": "v1", "prompt": "Hi", "policies": {},
+            "model": {"provider": "openai", "model": "gpt-4.1-mini", "temperature": 0.7, "max_tokens": 1024},
+            "tools": {"whatsapp_messaging": {"enabled": true}, "crm": {"enabled": false}}}}});
+    let E::VersionDrafted { brain, .. } = serde_json::from_value::<E>(stored).unwrap() else {
+        panic!("not a draft");
+    };
+    assert_eq!(
+        brain.tools.into_iter().collect::<Vec<_>>(),
+        [
+            (Tool::WhatsappMessaging, ToolSetting { enabled: true }),
+            (Tool::Crm, ToolSetting { enabled: false }),
+        ]
+    );
+}
+
+#[test]
+fn version_statuses_keep_their_wire_names() {
+    crate::common::assert_wire_form(VersionStatus::ALL, &["draft", "published", "archived"]);
+    // A snapshot as stored before the enums shared one macro.
+    let stored = json!({"id": "agt_1", "establishment_id": "est_1", "name": "Nova", "description": "",
+        "versions": {"agv_1": {"number": 1, "status": "published", "ever_published": true},
+                     "agv_2": {"number": 2, "status": "archived", "ever_published": false},
+                     "agv_3": {"number": 3, "status": "draft", "ever_published": false}},
+        "active_version_id": "agv_1", "previous_version_id": null});
+    let agent: Agent = serde_json::from_value(stored).unwrap();
+    let statuses: Vec<VersionStatus> = agent.versions.values().map(|v| v.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            VersionStatus::Published,
+            VersionStatus::Archived,
+            VersionStatus::Draft
+        ]
+    );
 }
 
 #[test]

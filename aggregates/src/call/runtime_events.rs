@@ -1,15 +1,12 @@
 //! The runtime's events for a call (Appendix B.2): payload types as the envelope carries them,
 //! their value enums, and the size and consistency checks of untrusted payloads.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::CallStatus;
-use crate::common::ParseError;
+use crate::common::{wire_enum, ParseError};
 
 wire_enum!(
     /// A final status, as the runtime reports it in `call_ended.final_status`.

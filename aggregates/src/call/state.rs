@@ -8,7 +8,7 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::*;
-use crate::common::E164;
+use crate::common::{wire_enum, E164};
 
 /// A set of Twilio `SequenceNumber`s: a bitmap for 0..64 (all a normal call uses), a sorted
 /// set beyond. Serialised as a sorted list.
@@ -66,16 +66,17 @@ impl<'de> Deserialize<'de> for SeqSet {
     }
 }
 
-/// Where the REST placement of an outbound call stands.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Placement {
-    #[default]
-    NotRequested,
-    Requested,
-    Placed,
-    Failed,
-}
+wire_enum!(
+    /// Where the REST placement of an outbound call stands.
+    #[derive(Default)]
+    Placement, "placement" {
+        #[default]
+        NotRequested => "not_requested",
+        Requested => "requested",
+        Placed => "placed",
+        Failed => "failed",
+    }
+);
 
 /// Where a user-requested handoff stands.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

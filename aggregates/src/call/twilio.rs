@@ -1,14 +1,11 @@
 //! The Twilio side of a call: `CallStatus` and `Direction` as Twilio's webhooks spell them,
 //! answering-machine detection (`AnsweredBy`, `MachineDetection`) and the parsed status callback.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::{CallSid, CallStatus, Direction};
-use crate::common::ParseError;
+use crate::common::{wire_enum, ParseError};
 
 wire_enum!(
     /// `CallStatus` as Twilio sends it in webhooks (`initiated` may appear too).

@@ -1,13 +1,12 @@
 //! Value types of a call: its ids and parties, statuses and direction, who asked for it, how
 //! the incoming-call webhook routed it, sentiment results. Parsed once at the boundary.
 
-use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use crate::common::{ParseError, E164};
+use crate::common::{string_newtype_serde, wire_enum, ParseError, E164};
 
 /// A Twilio call SID: `CA` followed by 32 hexadecimal digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,8 +72,8 @@ impl From<E164> for Party {
     }
 }
 
-string_serde!(CallSid);
-string_serde!(Party);
+string_newtype_serde!(CallSid);
+string_newtype_serde!(Party);
 
 wire_enum!(
     /// Status of a call (Appendix A.5 plus the handoff states).

@@ -139,3 +139,106 @@ fn twilio_values_parse_into_domain_values() {
     );
     assert!(CallStatus::ALL.iter().filter(|s| s.is_terminal()).count() == 5);
 }
+
+#[test]
+fn call_enums_keep_their_wire_names() {
+    use crate::common::assert_wire_form;
+    assert_wire_form(
+        CallStatus::ALL,
+        &[
+            "queued",
+            "ringing",
+            "in_progress",
+            "handoff_initiated",
+            "handoff_completed",
+            "completed",
+            "busy",
+            "failed",
+            "no_answer",
+            "canceled",
+        ],
+    );
+    assert_wire_form(
+        TerminalStatus::ALL,
+        &["completed", "busy", "failed", "no_answer", "canceled"],
+    );
+    assert_eq!("no-answer".parse(), Ok(TerminalStatus::NoAnswer));
+    assert_wire_form(
+        TwilioCallStatus::ALL,
+        &[
+            "queued",
+            "initiated",
+            "ringing",
+            "in-progress",
+            "completed",
+            "busy",
+            "failed",
+            "no-answer",
+            "canceled",
+        ],
+    );
+    assert_wire_form(Direction::ALL, &["inbound", "outbound"]);
+    assert_wire_form(
+        AnsweredBy::ALL,
+        &[
+            "human",
+            "machine_start",
+            "machine_end_beep",
+            "machine_end_silence",
+            "machine_end_other",
+            "fax",
+            "unknown",
+        ],
+    );
+    assert_wire_form(MachineDetection::ALL, &["enable", "detect_message_end"]);
+    assert_eq!(
+        "DetectMessageEnd".parse(),
+        Ok(MachineDetection::DetectMessageEnd)
+    );
+    assert_wire_form(Speaker::ALL, &["customer", "agent", "system"]);
+    assert_wire_form(HangupBy::ALL, &["customer", "agent", "system", "unknown"]);
+    assert_wire_form(RuntimeComponent::ALL, &["stt", "tts", "llm", "transport"]);
+    assert_wire_form(SentimentLabel::ALL, &["positive", "neutral", "negative"]);
+    assert_wire_form(
+        OpenedBy::ALL,
+        &[
+            "incoming_webhook",
+            "status_callback",
+            "runtime",
+            "outbound_request",
+        ],
+    );
+    assert_wire_form(
+        RuntimeUnavailableReason::ALL,
+        &["missing", "not_ready", "draining"],
+    );
+    assert_wire_form(
+        Placement::ALL,
+        &["not_requested", "requested", "placed", "failed"],
+    );
+    assert_eq!(
+        "ringing".parse::<Direction>().unwrap_err(),
+        crate::common::ParseError::new("direction", "\"ringing\" is not one of inbound, outbound")
+    );
+}
+
+#[test]
+fn a_stored_snapshot_still_decodes() {
+    // A call's state as snapshotted before the enums shared one macro.
+    let stored = json!({
+        "id": "call_2", "establishment_id": "est_1", "direction": "outbound", "call_sid": null,
+        "agent_id": "agt_1", "agent_version_id": null, "status": "queued",
+        "opened_at": "2026-01-10T00:00:00Z", "routing": null, "placement": "requested",
+        "handoff": {"phase": "none"},
+        "twilio": {"seen": [], "statuses_without_sequence": 0, "callbacks": 0},
+        "answered_by": null, "answered_by_final": false, "duration_seconds": null,
+        "duration_from_twilio": false,
+        "runtime": {"started": false, "connected": false, "ended": false, "segments": 0,
+                    "expected_segments": null, "tool_calls": 0, "tool_results": 0,
+                    "pending_tools": [], "recordings": 0, "errors": 0},
+        "sentiment_segments": null, "summary_segments": null, "reaped": false
+    });
+    let call: Call = serde_json::from_value(stored.clone()).unwrap();
+    assert_eq!(call, replay(outbound_requested()));
+    assert_eq!(serde_json::to_value(&call).unwrap(), stored);
+}
