@@ -161,7 +161,9 @@ impl FromStr for Email {
 }
 string_newtype_serde!(Email);
 
-/// A phone number in E.164 form, validated with libphonenumber's metadata.
+/// A phone number in E.164 form: it parses and has a length that numbers of its region can have
+/// (libphonenumber's metadata). Whether the range is currently assigned is not asked, so the
+/// reserved +1 555 01xx examples and Twilio's test numbers (+1 500 555 …) are accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct E164(String);
 
@@ -180,25 +182,77 @@ impl FromStr for E164 {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
-        if !t.starts_with('+') {
+        let Some(rest) = t.strip_prefix('+') else {
             return Err(ParseError::new(
                 "e164",
                 format!("{t:?} must be in international form, starting with +"),
             ));
-        }
+        };
         if t.len() > 32 {
             return Err(ParseError::new("e164", "is too long"));
         }
-        let n = phonenumber::parse(None, t)
-            .map_err(|e| ParseError::new("e164", format!("{t:?} is not a phone number: {e}")))?;
-        if !phonenumber::is_valid(&n) {
+        // libphonenumber reads letters as keypad digits (vanity numbers); a number here is digits.
+        if !rest
+            .chars()
+            .all(|c| c.is_ascii_digit() || " -().".contains(c))
+        {
             return Err(ParseError::new(
                 "e164",
-                format!("{t:?} is not a valid phone number"),
+                format!("{t:?} may contain only digits, spaces and - ( ) . after the +"),
             ));
         }
-        Ok(E164(n.format().mode(phonenumber::Mode::E164).to_string()))
+        let n = phonenumber::parse(None, t)
+            .map_err(|e| ParseError::new("e164", format!("{t:?} is not a phone number: {e}")))?;
+        let e164 = n.format().mode(phonenumber::Mode::E164).to_string();
+        let code = n.code().value();
+        let digits = e164.len() - 1 - code.to_string().len();
+        if !possible_length(&n, code, digits) {
+            return Err(ParseError::new(
+                "e164",
+                format!("{t:?} is not a possible phone number: numbers under +{code} do not have {digits} digits"),
+            ));
+        }
+        Ok(E164(e164))
     }
+}
+
+/// Whether numbers of `n`'s region can have `digits` national digits when dialled from anywhere
+/// (the lengths of every number type; local-only lengths do not count). The region is the one
+/// the number's digits point to, else the main region of its country code, as libphonenumber's
+/// possible-number check does (the `phonenumber` crate does not expose that check).
+fn possible_length(n: &phonenumber::PhoneNumber, code: u16, digits: usize) -> bool {
+    use phonenumber::metadata::DATABASE;
+    let main = || {
+        let regions = DATABASE.by_code(&code)?;
+        regions
+            .iter()
+            .find(|m| m.is_main_country_for_code())
+            .or(regions.first())
+            .copied()
+    };
+    let Some(meta) = n.metadata(&DATABASE).or_else(main) else {
+        return false;
+    };
+    let d = meta.descriptors();
+    [
+        d.fixed_line(),
+        d.mobile(),
+        d.toll_free(),
+        d.premium_rate(),
+        d.shared_cost(),
+        d.personal_number(),
+        d.voip(),
+        d.pager(),
+        d.uan(),
+        d.voicemail(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|kind| {
+        kind.possible_length()
+            .iter()
+            .any(|&l| usize::from(l) == digits)
+    })
 }
 string_newtype_serde!(E164);
 
@@ -366,6 +420,58 @@ mod tests {
         for bad in ["4158675309", "+1", "+999999", "+1415867530912345", "hello"] {
             assert!(bad.parse::<E164>().is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn possible_numbers_are_accepted_even_when_not_assigned() {
+        // The spec's examples (+1 555 01xx is reserved for fiction) and Twilio's test numbers.
+        for ok in [
+            "+15551234567",
+            "+15553012211",
+            "+15550102244",
+            "+15550001111",
+            "+15005550006",
+            "+15005550001",
+        ] {
+            assert_eq!(ok.parse::<E164>().map(|n| n.0), Ok(ok.to_string()));
+        }
+        assert_eq!(
+            " +1 (555) 301-2211 ".parse::<E164>().unwrap().as_str(),
+            "+15553012211"
+        );
+        assert_eq!(
+            "+44 20 7183 8750".parse::<E164>().unwrap().as_str(),
+            "+442071838750"
+        );
+        assert_eq!(
+            "+39 06 1234 5678".parse::<E164>().unwrap().as_str(),
+            "+390612345678",
+            "the leading zero of an Italian number is part of it"
+        );
+    }
+
+    #[test]
+    fn malformed_or_impossible_numbers_are_refused() {
+        for bad in [
+            "+1555",              // too short for +1
+            "+15551234567890123", // too long for +1
+            "+1555123456",        // 9 digits under +1
+            "+1555222",           // 7 digits: only dialable locally
+            "+4420718387",        // 8 digits under +44
+            "+999123456",         // no such country code
+            "15551234567",        // no leading +
+            "+1 (555) abc",       // letters
+            "+1 555 123 4567 ext. 89",
+            "+",
+            "",
+        ] {
+            let err = bad.parse::<E164>().unwrap_err();
+            assert_eq!(err.field, "e164", "{bad}");
+        }
+        assert_eq!(
+            "+1555".parse::<E164>().unwrap_err().message,
+            "\"+1555\" is not a possible phone number: numbers under +1 do not have 3 digits"
+        );
     }
 
     #[test]
