@@ -12,6 +12,7 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::call::OutboundRefusal;
 use crate::common::{wire_enum, ParseError, UniqueClaims};
 
 /// Longest system prompt, in characters.
@@ -548,6 +549,32 @@ pub struct Agent {
 impl Agent {
     pub fn exists(&self) -> bool {
         !self.id.is_empty()
+    }
+
+    /// The version an outbound call for `establishment_id` is made with: `pinned` if it is one
+    /// of this agent's published versions (active or superseded; not a draft, not archived),
+    /// else the active version. Refused when the agent does not exist or belongs to another
+    /// establishment, or has no such version.
+    pub fn dialable_version(
+        &self,
+        establishment_id: &str,
+        pinned: Option<&str>,
+    ) -> Result<String, OutboundRefusal> {
+        if !self.exists() || self.establishment_id != establishment_id {
+            return Err(OutboundRefusal::AgentNotInEstablishment);
+        }
+        match pinned {
+            None => self
+                .active_version_id
+                .clone()
+                .ok_or(OutboundRefusal::NoPublishedVersion),
+            Some(id) => match self.versions.get(id) {
+                Some(v) if v.status == VersionStatus::Published => Ok(id.to_string()),
+                _ => Err(OutboundRefusal::VersionNotCallable {
+                    version_id: id.to_string(),
+                }),
+            },
+        }
     }
 
     fn version(&self, id: &str) -> Result<&VersionState, AgentError> {

@@ -14,6 +14,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
+use crate::call::OutboundRefusal;
 use crate::common::{wire_enum, ClaimOp, ParseError, Timezone, UniqueClaims, E164};
 
 /// Claim scope that keeps an inbound number with one establishment.
@@ -368,6 +369,28 @@ impl Telephony {
     pub fn max_call_duration_seconds(&self) -> u32 {
         self.max_call_duration
             .map_or(DEFAULT_MAX_CALL_DURATION_SECONDS, MaxCallDuration::seconds)
+    }
+
+    /// The number an outbound call to `to` is made from: `requested_from` if it is one of the
+    /// establishment's inbound numbers, else the first of them. Refused when `to` is on the
+    /// blacklist, the requested number is not the establishment's, or it has no number.
+    pub fn outbound_caller_id(
+        &self,
+        requested_from: Option<&E164>,
+        to: &E164,
+    ) -> Result<E164, OutboundRefusal> {
+        if self.blacklist_e164.contains(to) {
+            return Err(OutboundRefusal::Blacklisted);
+        }
+        match requested_from {
+            Some(from) if self.inbound_numbers.iter().any(|n| n.e164 == *from) => Ok(from.clone()),
+            Some(_) => Err(OutboundRefusal::CallerIdNotOwned),
+            None => self
+                .inbound_numbers
+                .first()
+                .map(|n| n.e164.clone())
+                .ok_or(OutboundRefusal::NoCallerId),
+        }
     }
 
     pub fn decide(&self, command: TelephonyCommand) -> Result<Vec<TelephonyEvent>, TelephonyError> {
@@ -1099,5 +1122,30 @@ mod tests {
             }
         );
         assert_eq!("skype".parse::<Provider>().unwrap_err().field, "provider");
+    }
+
+    #[test]
+    fn an_outbound_call_is_made_from_an_own_number_and_never_to_a_blacklisted_one() {
+        use crate::call::OutboundRefusal as R;
+        let mut t = Telephony::default();
+        assert_eq!(t.outbound_caller_id(None, &n(C)), Err(R::NoCallerId));
+        t.apply(E::InboundNumbersReplaced {
+            numbers: vec![inbound(A, "agt_1"), inbound(B, "agt_1")],
+            added: vec![n(A), n(B)],
+            removed: vec![],
+        });
+        t.apply(E::BlacklistChanged {
+            numbers: vec![n("+14158671111")],
+        });
+        assert_eq!(t.outbound_caller_id(None, &n(C)), Ok(n(A)));
+        assert_eq!(t.outbound_caller_id(Some(&n(B)), &n(C)), Ok(n(B)));
+        assert_eq!(
+            t.outbound_caller_id(Some(&n(C)), &n(C)),
+            Err(R::CallerIdNotOwned)
+        );
+        assert_eq!(
+            t.outbound_caller_id(Some(&n(A)), &n("+14158671111")),
+            Err(R::Blacklisted)
+        );
     }
 }

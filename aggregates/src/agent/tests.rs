@@ -526,3 +526,50 @@ fn an_absent_tool_and_a_disabled_one_are_the_same() {
         .insert(Tool::Calendar, ToolSetting { enabled: false });
     assert!(diff(&a, &b).is_empty());
 }
+
+#[test]
+fn outbound_calls_dial_the_active_or_a_pinned_published_version() {
+    use crate::call::OutboundRefusal as R;
+    let mut agent = Agent::default();
+    assert_eq!(
+        agent.dialable_version("est_1", None),
+        Err(R::AgentNotInEstablishment)
+    );
+    agent.apply(created());
+    agent.apply(drafted("agv_1", 1));
+    assert_eq!(
+        agent.dialable_version("est_1", None),
+        Err(R::NoPublishedVersion)
+    );
+    for e in two_published().into_iter().skip(2) {
+        agent.apply(e);
+    }
+    agent.apply(drafted("agv_3", 3));
+    assert_eq!(agent.dialable_version("est_1", None), Ok(v("agv_2")));
+    assert_eq!(
+        agent.dialable_version("est_2", None),
+        Err(R::AgentNotInEstablishment)
+    );
+    assert_eq!(
+        agent.dialable_version("est_1", Some("agv_1")),
+        Ok(v("agv_1")),
+        "a superseded version may be pinned"
+    );
+    for pinned in ["agv_3", "agv_x"] {
+        assert_eq!(
+            agent.dialable_version("est_1", Some(pinned)),
+            Err(R::VersionNotCallable {
+                version_id: v(pinned)
+            })
+        );
+    }
+    agent.apply(E::VersionArchived {
+        version_id: v("agv_1"),
+    });
+    assert_eq!(
+        agent.dialable_version("est_1", Some("agv_1")),
+        Err(R::VersionNotCallable {
+            version_id: v("agv_1")
+        })
+    );
+}

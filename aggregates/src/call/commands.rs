@@ -4,8 +4,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::{
-    AnsweredBy, CallOpening, CallSid, MachineDetection, RecordingRef, Requester, RoutingDecision,
-    RuntimeEvent, RuntimeOrigin, SentimentLabel, SentimentScore, SentimentWindow, StatusCallback,
+    AnsweredBy, CallOpening, CallSid, MachineDetection, OutboundFacts, RecordingRef, Requester,
+    RoutingDecision, RuntimeEvent, RuntimeOrigin, SentimentLabel, SentimentScore, SentimentWindow,
+    StatusCallback,
 };
 use crate::common::E164;
 
@@ -37,13 +38,14 @@ pub enum CallCommand {
         call_sid: CallSid,
         at: DateTime<Utc>,
     },
-    /// A user or campaign asks for an outbound call.
+    /// A user or campaign asks for an outbound call; refused unless `facts` name a version to
+    /// dial with and a number to call from.
     QueueOutbound {
         call_id: String,
         establishment_id: String,
         agent_id: String,
-        from: E164,
         to: E164,
+        facts: OutboundFacts,
         requested_by: Requester,
         metadata: Map<String, Value>,
         machine_detection: Option<MachineDetection>,

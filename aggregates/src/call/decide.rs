@@ -165,8 +165,8 @@ impl Call {
                 call_id,
                 establishment_id,
                 agent_id,
-                from,
                 to,
+                facts,
                 requested_by,
                 metadata,
                 machine_detection,
@@ -176,6 +176,9 @@ impl Call {
                 if self.exists() {
                     return Err(CallError::AlreadyExists);
                 }
+                // In the order the API has always answered them: the agent, then the numbers.
+                let version = facts.agent_version.map_err(CallError::OutboundRefused)?;
+                let from = facts.caller_id.map_err(CallError::OutboundRefused)?;
                 d.open_or_merge(&CallOpening {
                     call_id,
                     establishment_id,
@@ -184,7 +187,7 @@ impl Call {
                     from: from.into(),
                     to: to.into(),
                     agent_id: Some(agent_id.clone()),
-                    agent_version_id: None,
+                    agent_version_id: Some(version),
                     opened_by: OpenedBy::OutboundRequest,
                     at,
                 })?;

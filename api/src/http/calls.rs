@@ -2,10 +2,13 @@
 //! the timeline, transcript (cursor protocol of Appendix D.2), recording (short-lived signed
 //! link), tool log; and the two call actions: outbound calls and handoff to a human.
 
-use std::collections::HashSet;
-
-use aggregates::call::{Call, CallCommand, CallStatus, Direction, MachineDetection, Requester};
+use aggregates::agent::Agent;
+use aggregates::call::{
+    Call, CallCommand, CallError, CallStatus, Direction, MachineDetection, OutboundFacts,
+    OutboundRefusal, Requester,
+};
 use aggregates::common::{Role, E164};
+use aggregates::telephony::Telephony;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -24,7 +27,7 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiJson, ApiQuery, ReqId};
-use crate::store::{Actor, CommandContext, ExecOptions, IdempotencyClaim, Outcome};
+use crate::store::{Actor, CommandContext, ExecError, ExecOptions, IdempotencyClaim, Outcome};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -766,69 +769,32 @@ async fn outbound_call(
             "must be at most 16 KB of JSON",
         ));
     }
-    let agent = sqlx::query(
-        "SELECT active_version_id FROM rm_agents WHERE id = $1 AND establishment_id = $2",
-    )
-    .bind(&req.agent_id)
-    .bind(&req.establishment_id)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or_else(|| ApiError::not_found("agent"))?;
-    if agent
-        .get::<Option<String>, _>("active_version_id")
-        .is_none()
-    {
-        return Err(ApiError::conflict(
-            "no_published_version",
-            "the agent has no published version to call with",
-        ));
-    }
-    let policy = sqlx::query(
-        "SELECT inbound_numbers, blacklist_e164 FROM rm_telephony WHERE establishment_id = $1",
-    )
-    .bind(&req.establishment_id)
-    .fetch_optional(&state.pool)
-    .await?;
-    let (owned, blacklist): (Vec<String>, HashSet<String>) = match &policy {
-        Some(p) => (
-            p.get::<Value, _>("inbound_numbers")
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|n| n["e164"].as_str().map(str::to_string))
-                .collect(),
-            p.get::<Value, _>("blacklist_e164")
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|n| n.as_str().map(str::to_string))
-                .collect(),
-        ),
-        None => (vec![], HashSet::new()),
-    };
-    if blacklist.contains(to.as_str()) {
-        return Err(ApiError::validation(
-            "to_e164",
-            "is on the establishment's blacklist",
-        ));
-    }
-    let from: E164 = match &req.from_e164 {
-        Some(f) => {
-            let f: E164 = f.parse().map_err(|e: aggregates::common::ParseError| {
-                ApiError::validation("from_e164", e.message)
-            })?;
-            if !owned.iter().any(|o| o == f.as_str()) {
-                return Err(ApiError::validation(
-                    "from_e164",
-                    "must be one of the establishment's numbers",
-                ));
-            }
-            f
-        }
-        None => owned.first().and_then(|n| n.parse().ok()).ok_or_else(|| {
-            ApiError::validation("from_e164", "the establishment has no number to call from")
-        })?,
-    };
+    let requested_from: Option<E164> = req
+        .from_e164
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: aggregates::common::ParseError| {
+            ApiError::validation("from_e164", e.message)
+        })?;
+    // The agent and the establishment's telephony decide whether the call may be made (the
+    // version, the caller id, the blacklist); the call refuses on their answers.
+    let (telephony, _) = state.bus.load::<Telephony>(&req.establishment_id).await?;
+    let (agent, _) = state.bus.load::<Agent>(&req.agent_id).await?;
+    let facts = OutboundFacts::gather(
+        &telephony,
+        &agent,
+        &req.establishment_id,
+        requested_from.as_ref(),
+        &to,
+        None,
+    );
+    // What the answer says if the call is queued (a refused call answers the refusal instead).
+    let from_e164 = facts
+        .caller_id
+        .as_ref()
+        .map(|f| f.as_str().to_string())
+        .unwrap_or_default();
     if state.twilio.is_none() {
         return Err(ApiError::unavailable(
             "twilio_not_configured",
@@ -852,7 +818,7 @@ async fn outbound_call(
         establishment_id: req.establishment_id.clone(),
         agent_id: req.agent_id.clone(),
         direction: "outbound".into(),
-        from_e164: from.as_str().into(),
+        from_e164,
         to_e164: to.as_str().into(),
     };
     let options = match &idem_key {
@@ -878,8 +844,8 @@ async fn outbound_call(
                 call_id: call_id.clone(),
                 establishment_id: req.establishment_id.clone(),
                 agent_id: req.agent_id.clone(),
-                from,
                 to,
+                facts,
                 requested_by: Requester::User {
                     user_id: me.user_id.clone(),
                 },
@@ -891,7 +857,11 @@ async fn outbound_call(
             &ctx,
             options,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            ExecError::Domain(CallError::OutboundRefused(r)) => outbound_refused(&r),
+            e => e.into(),
+        })?;
     let mut headers = HeaderMap::new();
     if let Outcome::Duplicate(record) = &outcome {
         headers.insert("idempotent-replayed", "true".parse().expect("static"));
@@ -902,6 +872,29 @@ async fn outbound_call(
     state.visible(&outcome).await;
     state.placer.enqueue(&call_id);
     Ok((StatusCode::CREATED, headers, Json(response)))
+}
+
+/// The answer to an outbound call the domain refused.
+fn outbound_refused(r: &OutboundRefusal) -> ApiError {
+    match r {
+        OutboundRefusal::AgentNotInEstablishment => ApiError::not_found("agent"),
+        OutboundRefusal::NoPublishedVersion => ApiError::conflict(
+            "no_published_version",
+            "the agent has no published version to call with",
+        ),
+        OutboundRefusal::VersionNotCallable { .. } => {
+            ApiError::conflict("version_not_callable", r.to_string())
+        }
+        OutboundRefusal::Blacklisted => {
+            ApiError::validation("to_e164", "is on the establishment's blacklist")
+        }
+        OutboundRefusal::CallerIdNotOwned => {
+            ApiError::validation("from_e164", "must be one of the establishment's numbers")
+        }
+        OutboundRefusal::NoCallerId => {
+            ApiError::validation("from_e164", "the establishment has no number to call from")
+        }
+    }
 }
 
 #[derive(Deserialize, ToSchema)]

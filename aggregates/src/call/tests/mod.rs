@@ -183,13 +183,25 @@ fn replay(events: Vec<E>) -> Call {
     s
 }
 
+/// Facts as the agent and the telephony policy give them for a call that may be made.
+fn dialable() -> OutboundFacts {
+    OutboundFacts {
+        agent_version: Ok("agv_1".into()),
+        caller_id: Ok(e164("+18005551212")),
+    }
+}
+
 fn queue_outbound() -> C {
+    queue_outbound_with(dialable())
+}
+
+fn queue_outbound_with(facts: OutboundFacts) -> C {
     C::QueueOutbound {
         call_id: "call_2".into(),
         establishment_id: "est_1".into(),
         agent_id: "agt_1".into(),
-        from: e164("+18005551212"),
         to: e164("+14158675309"),
+        facts,
         requested_by: Requester::User {
             user_id: "usr_op".into(),
         },
@@ -238,6 +250,7 @@ mod artefacts;
 mod handoff;
 mod inbound;
 mod outbound;
+mod outbound_refusals;
 mod reaper;
 mod runtime_first;
 mod twilio_callbacks;

@@ -12,8 +12,10 @@ fn an_outbound_request_opens_a_queued_call_with_its_request() {
             status: CallStatus::Queued,
             call_sid: None,
             opened_by: OpenedBy::OutboundRequest,
+            agent_version_id: Some(v),
+            from,
             ..
-        }
+        } if v == "agv_1" && from.as_str() == "+18005551212"
     ));
     assert!(matches!(
         &events[1],
@@ -22,6 +24,7 @@ fn an_outbound_request_opens_a_queued_call_with_its_request() {
     let call = replay(events);
     assert_eq!(call.status, CallStatus::Queued);
     assert_eq!(call.agent_id.as_deref(), Some("agt_1"));
+    assert_eq!(call.agent_version_id.as_deref(), Some("agv_1"));
 }
 
 #[test]

@@ -239,6 +239,9 @@ fn a_stored_snapshot_still_decodes() {
         "sentiment_segments": null, "summary_segments": null, "reaped": false
     });
     let call: Call = serde_json::from_value(stored.clone()).unwrap();
-    assert_eq!(call, replay(outbound_requested()));
+    // Queued before the call recorded the agent version it is made with.
+    let mut expected = replay(outbound_requested());
+    expected.agent_version_id = None;
+    assert_eq!(call, expected);
     assert_eq!(serde_json::to_value(&call).unwrap(), stored);
 }
