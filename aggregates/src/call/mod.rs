@@ -10,6 +10,9 @@
 //!   callbacks are deduplicated on their `SequenceNumber` inside the state.
 //! - The state is small and of fixed size (counters, status, seen sequence numbers), never
 //!   transcript text: appending segment 10,000 costs what segment 1 costs. Events carry payloads.
+//! - An outbound call is decided on [`OutboundFacts`] gathered before the command from the
+//!   agent and the establishment's telephony policy; the call refuses on them
+//!   ([`CallError::OutboundRefused`]) and records the version it is made with.
 //!
 //! docs/calls.md describes the state machine with its table of transitions.
 
