@@ -1,9 +1,6 @@
 //! Value types shared by the aggregates: parsed once at the boundary, trusted afterwards.
 
-use std::fmt;
 use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A uniqueness rule that spans aggregates (an e-mail address, a phone number, a host port).
 ///
@@ -24,45 +21,14 @@ pub trait UniqueClaims {
     }
 }
 
-/// Role of a user inside one establishment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Operator,
-    Viewer,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-            Role::Viewer => "viewer",
-        }
+wire_enum!(
+    /// Role of a user inside one establishment.
+    Role, "role", unknown = (|_| "must be one of admin, operator, viewer".to_string()) {
+        Admin => "admin",
+        Operator => "operator",
+        Viewer => "viewer",
     }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "admin" => Ok(Role::Admin),
-            "operator" => Ok(Role::Operator),
-            "viewer" => Ok(Role::Viewer),
-            _ => Err(ParseError::new(
-                "role",
-                "must be one of admin, operator, viewer",
-            )),
-        }
-    }
-}
+);
 
 /// Why a value could not be parsed; `field` names the offending input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,26 +47,71 @@ impl ParseError {
     }
 }
 
+/// Serialises a value type as the string `as_str` gives, deserialises it through `FromStr`
+/// (the `ParseError` becomes the serde error), and displays it as that string.
 macro_rules! string_newtype_serde {
     ($t:ty) => {
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        impl ::serde::Serialize for $t {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
             }
         }
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
+        impl<'de> ::serde::Deserialize<'de> for $t {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as ::serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(::serde::de::Error::custom)
             }
         }
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
     };
 }
+pub(crate) use string_newtype_serde;
+
+/// Defines a plain enum with a wire form: `ALL`, `as_str`, `FromStr` (also accepting the
+/// aliases after `|`), `Display`, and serde as the wire string (so stored JSON keeps its
+/// spelling). An unknown string is a [`ParseError`] on `$field` saying
+/// `"x" is not one of a, b`, or the message that the `unknown` closure makes of it.
+macro_rules! wire_enum {
+    (@unknown $s:ident, [$($w:literal),*]) => {
+        format!("{:?} is not one of {}", $s, [$($w),*].join(", "))
+    };
+    (@unknown $s:ident, [$($w:literal),*], $unknown:expr) => {
+        ($unknown)($s)
+    };
+    ($(#[$m:meta])* $t:ident, $field:literal $(, unknown = ($unknown:expr))? {
+        $($(#[$vm:meta])* $v:ident => $s:literal $(| $alias:literal)*),* $(,)?
+    }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $t { $($(#[$vm])* $v),* }
+        impl $t {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$t] = &[$($t::$v),*];
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($t::$v => $s),* }
+            }
+        }
+        impl ::std::str::FromStr for $t {
+            type Err = $crate::common::ParseError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($s $(| $alias)* => Ok($t::$v),)*
+                    _ => Err($crate::common::ParseError::new(
+                        $field,
+                        $crate::common::wire_enum!(@unknown s, [$($s),*] $(, $unknown)?),
+                    )),
+                }
+            }
+        }
+        $crate::common::string_newtype_serde!($t);
+    };
+}
+pub(crate) use wire_enum;
 
 /// An e-mail address, trimmed and lower-cased (addresses compare case-insensitively here).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -150,7 +161,9 @@ impl FromStr for Email {
 }
 string_newtype_serde!(Email);
 
-/// A phone number in E.164 form, validated with libphonenumber's metadata.
+/// A phone number in E.164 form: it parses and has a length that numbers of its region can have
+/// (libphonenumber's metadata). Whether the range is currently assigned is not asked, so the
+/// reserved +1 555 01xx examples and Twilio's test numbers (+1 500 555 …) are accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct E164(String);
 
@@ -169,25 +182,77 @@ impl FromStr for E164 {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
-        if !t.starts_with('+') {
+        let Some(rest) = t.strip_prefix('+') else {
             return Err(ParseError::new(
                 "e164",
                 format!("{t:?} must be in international form, starting with +"),
             ));
-        }
+        };
         if t.len() > 32 {
             return Err(ParseError::new("e164", "is too long"));
         }
-        let n = phonenumber::parse(None, t)
-            .map_err(|e| ParseError::new("e164", format!("{t:?} is not a phone number: {e}")))?;
-        if !phonenumber::is_valid(&n) {
+        // libphonenumber reads letters as keypad digits (vanity numbers); a number here is digits.
+        if !rest
+            .chars()
+            .all(|c| c.is_ascii_digit() || " -().".contains(c))
+        {
             return Err(ParseError::new(
                 "e164",
-                format!("{t:?} is not a valid phone number"),
+                format!("{t:?} may contain only digits, spaces and - ( ) . after the +"),
             ));
         }
-        Ok(E164(n.format().mode(phonenumber::Mode::E164).to_string()))
+        let n = phonenumber::parse(None, t)
+            .map_err(|e| ParseError::new("e164", format!("{t:?} is not a phone number: {e}")))?;
+        let e164 = n.format().mode(phonenumber::Mode::E164).to_string();
+        let code = n.code().value();
+        let digits = e164.len() - 1 - code.to_string().len();
+        if !possible_length(&n, code, digits) {
+            return Err(ParseError::new(
+                "e164",
+                format!("{t:?} is not a possible phone number: numbers under +{code} do not have {digits} digits"),
+            ));
+        }
+        Ok(E164(e164))
     }
+}
+
+/// Whether numbers of `n`'s region can have `digits` national digits when dialled from anywhere
+/// (the lengths of every number type; local-only lengths do not count). The region is the one
+/// the number's digits point to, else the main region of its country code, as libphonenumber's
+/// possible-number check does (the `phonenumber` crate does not expose that check).
+fn possible_length(n: &phonenumber::PhoneNumber, code: u16, digits: usize) -> bool {
+    use phonenumber::metadata::DATABASE;
+    let main = || {
+        let regions = DATABASE.by_code(&code)?;
+        regions
+            .iter()
+            .find(|m| m.is_main_country_for_code())
+            .or(regions.first())
+            .copied()
+    };
+    let Some(meta) = n.metadata(&DATABASE).or_else(main) else {
+        return false;
+    };
+    let d = meta.descriptors();
+    [
+        d.fixed_line(),
+        d.mobile(),
+        d.toll_free(),
+        d.premium_rate(),
+        d.shared_cost(),
+        d.personal_number(),
+        d.voip(),
+        d.pager(),
+        d.uan(),
+        d.voicemail(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|kind| {
+        kind.possible_length()
+            .iter()
+            .any(|&l| usize::from(l) == digits)
+    })
 }
 string_newtype_serde!(E164);
 
@@ -286,6 +351,31 @@ pub fn bounded_text(field: &'static str, s: &str, max: usize) -> Result<String, 
     Ok(t.to_string())
 }
 
+/// Checks an enum's wire form: `all` displays as `names` in order, and each name parses back
+/// to its variant and (de)serialises as that JSON string.
+#[cfg(test)]
+pub(crate) fn assert_wire_form<T>(all: &[T], names: &[&str])
+where
+    T: Copy
+        + PartialEq
+        + std::fmt::Debug
+        + std::fmt::Display
+        + FromStr<Err = ParseError>
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let shown: Vec<String> = all.iter().map(T::to_string).collect();
+    assert_eq!(shown, names);
+    for (v, name) in all.iter().zip(names) {
+        assert_eq!(name.parse::<T>(), Ok(*v), "{name}");
+        let json = serde_json::to_value(v).unwrap();
+        assert_eq!(json, serde_json::Value::String(name.to_string()));
+        assert_eq!(serde_json::from_value::<T>(json).unwrap(), *v, "{name}");
+    }
+    assert!("no such name".parse::<T>().is_err());
+    assert!(serde_json::from_value::<T>(serde_json::json!("no such name")).is_err());
+}
+
 /// Implements `cqrs_es::DomainEvent` for an event enum: `event_type` is the variant name (it
 /// never changes once stored) and every variant is at version 1.0 until it gets an upcaster.
 #[macro_export]
@@ -330,6 +420,82 @@ mod tests {
         for bad in ["4158675309", "+1", "+999999", "+1415867530912345", "hello"] {
             assert!(bad.parse::<E164>().is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn possible_numbers_are_accepted_even_when_not_assigned() {
+        // The spec's examples (+1 555 01xx is reserved for fiction) and Twilio's test numbers.
+        for ok in [
+            "+15551234567",
+            "+15553012211",
+            "+15550102244",
+            "+15550001111",
+            "+15005550006",
+            "+15005550001",
+        ] {
+            assert_eq!(ok.parse::<E164>().map(|n| n.0), Ok(ok.to_string()));
+        }
+        assert_eq!(
+            " +1 (555) 301-2211 ".parse::<E164>().unwrap().as_str(),
+            "+15553012211"
+        );
+        assert_eq!(
+            "+44 20 7183 8750".parse::<E164>().unwrap().as_str(),
+            "+442071838750"
+        );
+        assert_eq!(
+            "+39 06 1234 5678".parse::<E164>().unwrap().as_str(),
+            "+390612345678",
+            "the leading zero of an Italian number is part of it"
+        );
+    }
+
+    #[test]
+    fn malformed_or_impossible_numbers_are_refused() {
+        for bad in [
+            "+1555",              // too short for +1
+            "+15551234567890123", // too long for +1
+            "+1555123456",        // 9 digits under +1
+            "+1555222",           // 7 digits: only dialable locally
+            "+4420718387",        // 8 digits under +44
+            "+999123456",         // no such country code
+            "15551234567",        // no leading +
+            "+1 (555) abc",       // letters
+            "+1 555 123 4567 ext. 89",
+            "+",
+            "",
+        ] {
+            let err = bad.parse::<E164>().unwrap_err();
+            assert_eq!(err.field, "e164", "{bad}");
+        }
+        assert_eq!(
+            "+1555".parse::<E164>().unwrap_err().message,
+            "\"+1555\" is not a possible phone number: numbers under +1 do not have 3 digits"
+        );
+    }
+
+    #[test]
+    fn roles_keep_their_wire_names_and_their_message() {
+        assert_wire_form(Role::ALL, &["admin", "operator", "viewer"]);
+        assert_eq!(
+            "owner".parse::<Role>(),
+            Err(ParseError::new(
+                "role",
+                "must be one of admin, operator, viewer"
+            ))
+        );
+        // As stored in an establishment's stream.
+        let stored = serde_json::json!(
+            {"MemberRoleChanged": {"user_id": "usr_1", "from": "viewer", "to": "admin"}}
+        );
+        assert_eq!(
+            serde_json::from_value::<crate::establishment::EstablishmentEvent>(stored).unwrap(),
+            crate::establishment::EstablishmentEvent::MemberRoleChanged {
+                user_id: "usr_1".into(),
+                from: Role::Viewer,
+                to: Role::Admin,
+            }
+        );
     }
 
     #[test]

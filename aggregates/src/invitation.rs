@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Email, Role, UniqueClaims};
+use crate::common::{wire_enum, Email, Role, UniqueClaims};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum InvitationCommand {
@@ -63,15 +63,17 @@ pub enum InvitationError {
     Revoked,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InvitationStatus {
-    #[default]
-    None,
-    Pending,
-    Accepted,
-    Revoked,
-}
+wire_enum!(
+    /// Where an invitation stands: not sent yet, pending until accepted or revoked.
+    #[derive(Default)]
+    InvitationStatus, "status" {
+        #[default]
+        None => "none",
+        Pending => "pending",
+        Accepted => "accepted",
+        Revoked => "revoked",
+    }
+);
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Invitation {
@@ -245,5 +247,22 @@ mod tests {
             .given(vec![sent(), InvitationEvent::InvitationRevoked])
             .when(accept("th", t0()))
             .then_expect_error(InvitationError::Revoked);
+    }
+
+    #[test]
+    fn invitation_status_keeps_its_wire_names() {
+        crate::common::assert_wire_form(
+            InvitationStatus::ALL,
+            &["none", "pending", "accepted", "revoked"],
+        );
+        // A snapshot as stored before the enums shared one macro.
+        let stored = serde_json::json!({
+            "id": "inv_1", "establishment_id": "est_1", "email": "new@example.com",
+            "role": "viewer", "token_hash": "h", "expires_at": "2026-01-10T00:00:00Z",
+            "status": "accepted"
+        });
+        let invitation: Invitation = serde_json::from_value(stored).unwrap();
+        assert_eq!(invitation.status, InvitationStatus::Accepted);
+        assert_eq!(invitation.role, Some(Role::Viewer));
     }
 }

@@ -9,7 +9,7 @@
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ClaimOp, UniqueClaims};
+use crate::common::{wire_enum, ClaimOp, UniqueClaims};
 
 /// Claim scope: one runtime per establishment (keyed by establishment id).
 pub const ESTABLISHMENT_CLAIM: &str = "establishment_runtime";
@@ -36,15 +36,15 @@ pub struct RuntimeSpec {
     pub env_encrypted: Option<String>,
 }
 
-/// A Docker operation the worker has to carry out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OpKind {
-    Create,
-    Start,
-    Stop,
-    Restart,
-}
+wire_enum!(
+    /// A Docker operation the worker has to carry out.
+    OpKind, "kind" {
+        Create => "create",
+        Start => "start",
+        Stop => "stop",
+        Restart => "restart",
+    }
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingOp {
@@ -52,54 +52,39 @@ pub struct PendingOp {
     pub kind: OpKind,
 }
 
-/// The container as the control plane last knew it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Observed {
-    /// Not created yet.
-    #[default]
-    None,
-    Created,
-    Running,
-    Stopped,
-    /// Exited (or was killed) without the control plane asking.
-    Exited,
-    /// Removed behind the control plane's back.
-    Missing,
-    /// The last operation failed.
-    Failed,
-}
-
-/// The status shown to operators: a pending operation, else what was observed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuntimeStatus {
-    Created,
-    Starting,
-    Running,
-    Stopping,
-    Stopped,
-    Restarting,
-    Exited,
-    Missing,
-    Failed,
-}
-
-impl RuntimeStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RuntimeStatus::Created => "created",
-            RuntimeStatus::Starting => "starting",
-            RuntimeStatus::Running => "running",
-            RuntimeStatus::Stopping => "stopping",
-            RuntimeStatus::Stopped => "stopped",
-            RuntimeStatus::Restarting => "restarting",
-            RuntimeStatus::Exited => "exited",
-            RuntimeStatus::Missing => "missing",
-            RuntimeStatus::Failed => "failed",
-        }
+wire_enum!(
+    /// The container as the control plane last knew it.
+    #[derive(Default)]
+    Observed, "observed" {
+        /// Not created yet.
+        #[default]
+        None => "none",
+        Created => "created",
+        Running => "running",
+        Stopped => "stopped",
+        /// Exited (or was killed) without the control plane asking.
+        Exited => "exited",
+        /// Removed behind the control plane's back.
+        Missing => "missing",
+        /// The last operation failed.
+        Failed => "failed",
     }
-}
+);
+
+wire_enum!(
+    /// The status shown to operators: a pending operation, else what was observed.
+    RuntimeStatus, "status" {
+        Created => "created",
+        Starting => "starting",
+        Running => "running",
+        Stopping => "stopping",
+        Stopped => "stopped",
+        Restarting => "restarting",
+        Exited => "exited",
+        Missing => "missing",
+        Failed => "failed",
+    }
+);
 
 /// What reconciliation found in Docker for a known runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -845,5 +830,47 @@ mod tests {
             .given(events)
             .when(C::Resume)
             .then_expect_events(vec![E::ResumeRequested]);
+    }
+
+    #[test]
+    fn runtime_enums_keep_their_wire_names() {
+        use crate::common::assert_wire_form;
+        assert_wire_form(OpKind::ALL, &["create", "start", "stop", "restart"]);
+        assert_wire_form(
+            Observed::ALL,
+            &[
+                "none", "created", "running", "stopped", "exited", "missing", "failed",
+            ],
+        );
+        assert_wire_form(
+            RuntimeStatus::ALL,
+            &[
+                "created",
+                "starting",
+                "running",
+                "stopping",
+                "stopped",
+                "restarting",
+                "exited",
+                "missing",
+                "failed",
+            ],
+        );
+        // A snapshot as stored before the enums shared one macro.
+        let stored = serde_json::json!({
+            "spec": null, "container_id": "c1", "token_hash": "h", "observed": "exited",
+            "pending": {"id": 3, "kind": "restart"}, "last_op": 3, "draining": false,
+            "ready": false, "ready_issues": [], "last_error": null
+        });
+        let runtime: Runtime = serde_json::from_value(stored).unwrap();
+        assert_eq!(runtime.observed, Observed::Exited);
+        assert_eq!(
+            runtime.pending,
+            Some(PendingOp {
+                id: 3,
+                kind: OpKind::Restart
+            })
+        );
+        assert_eq!(runtime.status(), RuntimeStatus::Restarting);
     }
 }

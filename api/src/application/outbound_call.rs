@@ -1,14 +1,17 @@
 //! Use case: an outbound call requested by a user (or, next, by a campaign). Gathers the facts
-//! the rules need from the aggregates that hold them (the agent, the establishment's telephony
-//! policy) and the runtime's availability, queues the call on a new stream (idempotent on the
-//! caller's key: the same key answers the same call and never dials twice) and wakes the
-//! placement worker, which dials Twilio outside any transaction.
+//! the rules need from the aggregates that hold them (the agent decides the version to dial
+//! with, the establishment's telephony policy the caller id and the blacklist: `OutboundFacts`),
+//! checks the runtime can take the call, queues it on a new stream, where the Call aggregate
+//! refuses on those facts (idempotent on the caller's key: the same key answers the same call
+//! and never dials twice), and wakes the placement worker, which dials Twilio outside any
+//! transaction.
 
 use std::sync::Arc;
 
 use aggregates::agent::Agent;
 use aggregates::call::{
-    Call, CallCommand, CallError, MachineDetection, Requester, RuntimeUnavailableReason,
+    Call, CallCommand, CallError, MachineDetection, OutboundFacts, OutboundRefusal, Requester,
+    RuntimeUnavailableReason,
 };
 use aggregates::common::E164;
 use aggregates::telephony::Telephony;
@@ -38,6 +41,8 @@ pub struct OutboundRequest {
     pub agent_id: String,
     pub to: E164,
     pub from: Option<E164>,
+    /// A campaign's pinned agent version (default: the agent's active version).
+    pub pinned_version: Option<String>,
     pub metadata: Map<String, Value>,
     pub machine_detection: Option<MachineDetection>,
     /// The caller's `Idempotency-Key`.
@@ -58,10 +63,9 @@ pub struct QueuedCall {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
-    #[error("agent not found")]
-    AgentNotFound,
-    #[error("the agent has no published version to call with")]
-    NoPublishedVersion,
+    /// The domain refused the call (agent, version, caller id, blacklist).
+    #[error(transparent)]
+    Refused(OutboundRefusal),
     #[error(transparent)]
     Invalid(#[from] Invalid),
     #[error("outbound calls need TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")]
@@ -69,7 +73,7 @@ pub enum OutboundError {
     #[error("the establishment's runtime cannot take calls ({0})")]
     RuntimeUnavailable(RuntimeUnavailableReason),
     #[error(transparent)]
-    Command(#[from] ExecError<CallError>),
+    Command(ExecError<CallError>),
     #[error(transparent)]
     Unexpected(#[from] Unexpected),
 }
@@ -102,27 +106,20 @@ impl OutboundCalls {
             return Err(Invalid::new("metadata", "must be at most 16 KB of JSON").into());
         }
         let (agent, _) = self.bus.load::<Agent>(&req.agent_id).await?;
-        if !agent.exists() || agent.establishment_id != req.establishment_id {
-            return Err(OutboundError::AgentNotFound);
-        }
-        if agent.active_version_id.is_none() {
-            return Err(OutboundError::NoPublishedVersion);
-        }
         let (telephony, _) = self.bus.load::<Telephony>(&req.establishment_id).await?;
-        if telephony.blacklist_e164.contains(&req.to) {
-            return Err(Invalid::new("to_e164", "is on the establishment's blacklist").into());
-        }
-        let owned: Vec<&E164> = telephony.inbound_numbers.iter().map(|n| &n.e164).collect();
-        let from = match &req.from {
-            Some(f) if owned.contains(&f) => f.clone(),
-            Some(_) => {
-                return Err(
-                    Invalid::new("from_e164", "must be one of the establishment's numbers").into(),
-                )
-            }
-            None => owned.first().map(|n| (*n).clone()).ok_or_else(|| {
-                Invalid::new("from_e164", "the establishment has no number to call from")
-            })?,
+        let facts = OutboundFacts::gather(
+            &telephony,
+            &agent,
+            &req.establishment_id,
+            req.from.as_ref(),
+            &req.to,
+            req.pinned_version.as_deref(),
+        );
+        // The aggregates' answers come first (the call itself refuses on them again below):
+        // a refused call is never told about Twilio or the runtime.
+        let from = match (&facts.agent_version, &facts.caller_id) {
+            (Err(r), _) | (_, Err(r)) => return Err(OutboundError::Refused(r.clone())),
+            (Ok(_), Ok(from)) => from.clone(),
         };
         if !self.twilio_configured {
             return Err(OutboundError::TwilioNotConfigured);
@@ -170,8 +167,8 @@ impl OutboundCalls {
                     call_id: call_id.clone(),
                     establishment_id: req.establishment_id.clone(),
                     agent_id: req.agent_id.clone(),
-                    from,
                     to: req.to.clone(),
+                    facts,
                     requested_by: Requester::User {
                         user_id: req.user_id.clone(),
                     },
@@ -183,7 +180,11 @@ impl OutboundCalls {
                 &ctx,
                 options,
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                ExecError::Domain(CallError::OutboundRefused(r)) => OutboundError::Refused(r),
+                e => OutboundError::Command(e),
+            })?;
         if let Outcome::Duplicate(record) = &outcome {
             let first: QueuedCall = serde_json::from_value(record.response.clone())
                 .map_err(|e| Unexpected::Other(e.to_string()))?;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use aggregates::call::{CallStatus, Direction, MachineDetection};
+use aggregates::call::{CallStatus, Direction, MachineDetection, OutboundRefusal};
 use aggregates::common::{Role, E164};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -678,6 +678,7 @@ async fn outbound_call(
             agent_id: req.agent_id,
             to,
             from,
+            pinned_version: None,
             metadata: req.metadata.unwrap_or_default(),
             machine_detection,
             idempotency_key,
@@ -705,13 +706,32 @@ impl From<QueuedCall> for OutboundResponse {
     }
 }
 
+/// The answer to an outbound call the domain refused.
+fn outbound_refused(r: &OutboundRefusal) -> ApiError {
+    match r {
+        OutboundRefusal::AgentNotInEstablishment => ApiError::not_found("agent"),
+        OutboundRefusal::NoPublishedVersion => {
+            ApiError::conflict("no_published_version", r.to_string())
+        }
+        OutboundRefusal::VersionNotCallable { .. } => {
+            ApiError::conflict("version_not_callable", r.to_string())
+        }
+        OutboundRefusal::Blacklisted => {
+            ApiError::validation("to_e164", "is on the establishment's blacklist")
+        }
+        OutboundRefusal::CallerIdNotOwned => {
+            ApiError::validation("from_e164", "must be one of the establishment's numbers")
+        }
+        OutboundRefusal::NoCallerId => {
+            ApiError::validation("from_e164", "the establishment has no number to call from")
+        }
+    }
+}
+
 impl From<OutboundError> for ApiError {
     fn from(e: OutboundError) -> Self {
         match e {
-            OutboundError::AgentNotFound => ApiError::not_found("agent"),
-            e @ OutboundError::NoPublishedVersion => {
-                ApiError::conflict("no_published_version", e.to_string())
-            }
+            OutboundError::Refused(r) => outbound_refused(&r),
             OutboundError::Invalid(i) => i.into(),
             e @ OutboundError::TwilioNotConfigured => {
                 ApiError::unavailable("twilio_not_configured", e.to_string())

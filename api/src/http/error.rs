@@ -335,6 +335,8 @@ mod domain_errors {
                 Ca::NoHandoffRequested => "no_handoff_requested",
                 Ca::NoProviderCallSid => "call_not_placed",
                 Ca::NotOverdue { .. } => "not_overdue",
+                // The outbound handler answers each refusal itself (field, status, message).
+                Ca::OutboundRefused(_) => "outbound_refused",
             }
         }
     }

@@ -233,7 +233,8 @@ async fn bad_telephony_input_is_refused_with_422_naming_the_field() {
     let n = |e164: &str| json!([{"e164": e164, "routing_agent_id": agent}]);
     let cases = [
         (
-            json!({"inbound_numbers": n("+15553012211")}),
+            // One digit short: not a possible +1 number (+15553012211 itself is accepted).
+            json!({"inbound_numbers": n("+1555301221")}),
             "inbound_numbers[0].e164",
         ),
         (
