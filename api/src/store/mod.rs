@@ -19,7 +19,7 @@ use postgres_es::PostgresEventRepository;
 use projections::event::upcast;
 use projections::{Checkpoint, Hub};
 use serde_json::Value;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 pub use context::{Actor, CommandContext};
 pub use exec::{CommandBus, ExecError, ExecOptions, Outcome};
@@ -48,7 +48,7 @@ impl IdempotencyClaim {
 }
 
 /// The stored record of a claimed idempotency key.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct IdempotencyRecord {
     pub key: String,
     pub request_hash: String,
@@ -258,7 +258,7 @@ impl EventStore {
         let mut committed = None;
         if !req.events.is_empty() {
             let cols = EventColumns::of(req)?;
-            let insert = sqlx::query(
+            let insert = sqlx::query_as(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
                  SELECT $1, $2, s, t, v, p, $7
                  FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) AS u(s, t, v, p)
@@ -310,7 +310,7 @@ impl EventStore {
                 ClaimOp::Release { .. } => None,
             })
             .unzip();
-        let append = sqlx::query(
+        let append = sqlx::query_as(
             "WITH k AS (
                  INSERT INTO idempotency_keys (key, request_hash, aggregate_type, aggregate_id, response)
                  SELECT $8, $9, $1, $2, $10 WHERE $8::text IS NOT NULL
@@ -369,19 +369,12 @@ impl EventStore {
         &self,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT key, request_hash, aggregate_type, aggregate_id, response FROM idempotency_keys WHERE key = $1",
         )
         .bind(key)
         .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| IdempotencyRecord {
-            key: r.get("key"),
-            request_hash: r.get("request_hash"),
-            aggregate_type: r.get("aggregate_type"),
-            aggregate_id: r.get("aggregate_id"),
-            response: r.get("response"),
-        }))
+        .await?)
     }
 
     /// Who holds `value` in `scope`, if anyone.
@@ -456,13 +449,16 @@ struct EventColumns<'a> {
     metadata: Value,
 }
 
+/// An events insert answering where each event landed: `(position, transaction id)`.
+type Landing<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, (i64, String), sqlx::postgres::PgArguments>;
+
 impl<'a> EventColumns<'a> {
     /// Binds `$1`–`$7` of an events insert: aggregate type and id, then the columns.
     fn bind<'q>(
         &'q self,
         req: &'q Append<'_>,
-        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query: Landing<'q>,
+    ) -> Landing<'q> {
         query
             .bind(req.aggregate_type)
             .bind(req.aggregate_id)
@@ -491,9 +487,9 @@ impl<'a> EventColumns<'a> {
 
 /// Where the inserted events (`RETURNING position, txid`) landed; `None` when the rows do not
 /// say (no row, or a transaction id that is not a number).
-fn committed_from(req: &Append<'_>, rows: &[sqlx::postgres::PgRow]) -> Option<Committed> {
-    let positions: Vec<i64> = rows.iter().map(|r| r.get("position")).collect();
-    let txid: String = rows.first()?.get("txid");
+fn committed_from(req: &Append<'_>, rows: &[(i64, String)]) -> Option<Committed> {
+    let positions: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let txid = &rows.first()?.1;
     Some(Committed {
         txid: txid.parse().ok()?,
         first_position: positions.iter().copied().min()?,
