@@ -10,7 +10,6 @@ pub mod crypto;
 pub mod error;
 pub mod http;
 pub mod ids;
-pub mod loadgen;
 pub mod mail;
 pub mod runtimes;
 pub mod store;
