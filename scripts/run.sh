@@ -2,6 +2,9 @@
 # Runs the control plane. With DATABASE_URL unset it starts a project-local PostgreSQL
 # (scripts/pg.sh), and on first use creates a bootstrap platform admin whose credentials it
 # prints (kept in .local/dev.env with the development JWT and secrets keys).
+#
+# It builds the dev profile with the workspace's feature set (`--workspace`), exactly what
+# scripts/test.sh builds, so running one after the other rebuilds no dependency (README.md).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -24,7 +27,9 @@ set -a
 . .local/dev.env
 set +a
 export BOOTSTRAP_ADMIN_EMAIL="${BOOTSTRAP_ADMIN_EMAIL}" BOOTSTRAP_ADMIN_PASSWORD="${BOOTSTRAP_ADMIN_PASSWORD}"
-cargo build --release -q -p api --bin control-plane
+# Cargo's progress goes to stderr: a first build takes minutes.
+echo "building the control plane (cargo build --workspace --bin control-plane)..." >&2
+cargo build --workspace --bin control-plane
 cat >&2 <<MSG
 ------------------------------------------------------------------
  control plane on http://${LISTEN_ADDR:-127.0.0.1:8080}   (API docs: /docs)
@@ -32,4 +37,4 @@ cat >&2 <<MSG
  database: ${DATABASE_URL}
 ------------------------------------------------------------------
 MSG
-exec target/release/control-plane serve "$@"
+exec "${CARGO_TARGET_DIR:-target}/debug/control-plane" serve "$@"
