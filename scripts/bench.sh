@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark of docs/benchmarks.md on this machine, end to end, and saves the figures:
-#   1. builds release binaries and the reference runtime image;
+#   1. builds the release binaries (control-plane, control-plane-loadgen) and the reference
+#      runtime image;
 #   2. starts a dedicated PostgreSQL cluster (scripts/pg.sh in .local/pg-bench, port 55499,
 #      durable settings) with fresh databases: `bench_store` for the in-process benches,
 #      `bench` for the server (empty, so the bootstrap admin is created), `pgbench_bench`;
@@ -8,10 +9,10 @@
 #      runtimes: `bench runtime-ready`;
 #   4. pgbench: single-row idempotent inserts (INSERT ... ON CONFLICT DO NOTHING, random keys)
 #      with BENCH_CLIENTS clients, the reference rate for ingest throughput;
-#   5. starts `control-plane serve` (release) and runs `loadgen calls` twice, a throughput run
-#      (BENCH_CLIENTS calls sending back to back) and the paced run with UI pollers
-#      (BENCH_CALLS calls), then `loadgen webhooks` closed loop (BENCH_WEBHOOK_CONCURRENCY always
-#      in flight) and open loop (BENCH_WEBHOOK_RATE per second);
+#   5. starts `control-plane serve` (release) and runs `control-plane-loadgen calls` twice, a
+#      throughput run (BENCH_CLIENTS calls sending back to back) and the paced run with UI
+#      pollers (BENCH_CALLS calls), then `control-plane-loadgen webhooks` closed loop
+#      (BENCH_WEBHOOK_CONCURRENCY always in flight) and open loop (BENCH_WEBHOOK_RATE per second);
 #   6. prints a summary (also in $BENCH_OUT/summary.md) and cleans up: server stopped, the
 #      bench control plane's containers removed, the cluster stopped (its data folder stays).
 #
@@ -63,11 +64,14 @@ done
 # --- 1. build --------------------------------------------------------------------------------
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   log "building release binaries and the runtime image"
-  cargo build --release -q -p api --bin control-plane
+  cargo build --release -q -p api --bin control-plane -p loadgen --bin control-plane-loadgen
   IMAGE="$image" scripts/build-runtime-image.sh --if-missing
 fi
 bin="$root/target/release/control-plane"
-[ -x "$bin" ] || { echo "$bin is missing (unset BENCH_SKIP_BUILD)" >&2; exit 1; }
+loadgen_bin="$root/target/release/control-plane-loadgen"
+for b in "$bin" "$loadgen_bin"; do
+  [ -x "$b" ] || { echo "$b is missing (unset BENCH_SKIP_BUILD)" >&2; exit 1; }
+done
 
 # --- 2. PostgreSQL ---------------------------------------------------------------------------
 export LOCAL_PG_PORT=$pg_port LOCAL_PG_DIR="$root/.local/pg-bench"
@@ -170,7 +174,7 @@ for _ in $(seq 1 300); do
 done
 curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null
 
-loadgen=("$bin" loadgen)
+loadgen=("$loadgen_bin")
 pg_pid=$(head -n 1 "$LOCAL_PG_DIR/data/postmaster.pid")
 common=(--url "http://127.0.0.1:$port" --server-pid "$server_pid" --db-pid "$pg_pid" --image "$image")
 log "loadgen calls, throughput run: $clients calls sending back to back for ${tp_seconds}s"

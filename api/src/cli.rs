@@ -37,12 +37,6 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::bench::BenchCommand,
     },
-    /// Load against a RUNNING control plane over HTTP: simulated calls (runtime events in, UI
-    /// polls out) or signed Twilio webhooks (docs/benchmarks.md).
-    Loadgen {
-        #[command(subcommand)]
-        command: crate::loadgen::LoadgenCommand,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,7 +64,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Projections { command } => projections(cli.config, command).await,
         Command::Bench { command } => crate::bench::run(cli.config, command).await,
-        Command::Loadgen { command } => crate::loadgen::run(cli.config, command).await,
     }
 }
 

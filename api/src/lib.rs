@@ -17,7 +17,6 @@ pub mod crypto;
 pub mod db;
 pub mod http;
 pub mod ids;
-pub mod loadgen;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -450,15 +450,12 @@ struct EventColumns<'a> {
 }
 
 /// An events insert answering where each event landed: `(position, transaction id)`.
-type Landing<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, (i64, String), sqlx::postgres::PgArguments>;
+type Landing<'q> =
+    sqlx::query::QueryAs<'q, sqlx::Postgres, (i64, String), sqlx::postgres::PgArguments>;
 
 impl<'a> EventColumns<'a> {
     /// Binds `$1`–`$7` of an events insert: aggregate type and id, then the columns.
-    fn bind<'q>(
-        &'q self,
-        req: &'q Append<'_>,
-        query: Landing<'q>,
-    ) -> Landing<'q> {
+    fn bind<'q>(&'q self, req: &'q Append<'_>, query: Landing<'q>) -> Landing<'q> {
         query
             .bind(req.aggregate_type)
             .bind(req.aggregate_id)

@@ -2,10 +2,9 @@
 //! containers: its envelopes are accepted, its pollers see every transcript complete, its
 //! signed webhooks are routed, and its report agrees with the server's read models.
 
-use control_plane::config::Config;
-use control_plane::loadgen::calls::{self, CallsArgs};
-use control_plane::loadgen::webhooks::{self, WebhooksArgs};
-use control_plane::loadgen::Target;
+use loadgen::calls::{self, CallsArgs};
+use loadgen::webhooks::{self, WebhooksArgs};
+use loadgen::Target;
 use tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD};
 use tests::runtimes::{RuntimeEnv, IMAGE};
 use tests::TestApp;
@@ -14,24 +13,30 @@ const TWILIO_TOKEN: &str = "loadgen-test-auth-token";
 
 fn target(app: &TestApp, report: Option<std::path::PathBuf>) -> Target {
     Target {
-        url: Some(app.base.clone()),
-        admin_email: Some(ADMIN_EMAIL.into()),
-        admin_password: Some(ADMIN_PASSWORD.into()),
         image: IMAGE.into(),
-        server_pid: None,
-        db_pid: None,
         report,
-        keep_runtime: false,
-        timeout_ms: 10_000,
+        ..Target::new(&app.base, ADMIN_EMAIL, ADMIN_PASSWORD)
     }
 }
 
-/// The load generator's own configuration, signing for the server's public URL.
-fn loadgen_config(app: &TestApp) -> Config {
-    let mut c = Config::for_database(&app.db_url);
-    c.public_base_url = Some(app.state().config.public_base_url());
-    c.twilio_auth_token = Some(TWILIO_TOKEN.into());
-    c
+/// Webhooks signed like Twilio's for the server's public URL, with its auth token.
+fn webhooks_args(
+    app: &TestApp,
+    concurrency: usize,
+    rate: f64,
+    requests: u64,
+    warmup: u64,
+) -> WebhooksArgs {
+    WebhooksArgs {
+        target: target(app, None),
+        concurrency,
+        rate,
+        requests,
+        warmup,
+        twilio_auth_token: Some(TWILIO_TOKEN.into()),
+        twilio_account_sid: None,
+        public_base_url: Some(app.state().config.public_base_url()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -58,9 +63,7 @@ async fn simulated_calls_are_ingested_and_every_transcript_is_seen_complete_with
         lag_probes: 2,
         probe_interval_ms: 2,
     };
-    let report = calls::run(loadgen_config(&app), args)
-        .await
-        .expect("the run completes");
+    let report = calls::run(args).await.expect("the run completes");
 
     assert_eq!(report["error_total"], 0, "{report:#}");
     assert_eq!(report["calls"]["played"], 4);
@@ -113,14 +116,7 @@ async fn signed_incoming_call_webhooks_are_all_routed_to_the_runtime() {
         .spawn()
         .await;
     env.track(&app.state().runtimes.instance_id);
-    let args = WebhooksArgs {
-        target: target(&app, None),
-        concurrency: 4,
-        rate: 0.0,
-        requests: 40,
-        warmup: 4,
-    };
-    let report = webhooks::run(loadgen_config(&app), args)
+    let report = webhooks::run(webhooks_args(&app, 4, 0.0, 40, 4))
         .await
         .expect("the run completes");
     assert_eq!(report["error_total"], 0, "{report:#}");
@@ -138,14 +134,7 @@ async fn signed_incoming_call_webhooks_are_all_routed_to_the_runtime() {
     assert!(accepted >= 44, "{accepted} calls routed to the runtime");
 
     // Open loop: requests start on a schedule, whatever the answers take.
-    let args = WebhooksArgs {
-        target: target(&app, None),
-        concurrency: 4,
-        rate: 100.0,
-        requests: 30,
-        warmup: 0,
-    };
-    let report = webhooks::run(loadgen_config(&app), args)
+    let report = webhooks::run(webhooks_args(&app, 4, 100.0, 30, 0))
         .await
         .expect("the open-loop run completes");
     assert_eq!(report["error_total"], 0, "{report:#}");

@@ -1,4 +1,4 @@
-//! `control-plane loadgen calls`: N concurrent simulated calls against a running control plane.
+//! `control-plane-loadgen calls`: N concurrent simulated calls against a running control plane.
 //!
 //! Each call slot plays calls like a runtime would: `call_started`, `call_connected`, transcript
 //! segments at a pace with a tool call and result halfway, `recording_available`, `call_ended`,
@@ -30,7 +30,6 @@ use super::server::{self, Monitor, Watched};
 use super::setup::{self, Tenant};
 use super::stats::{request_error_kind, Errors, Samples};
 use super::{finish_report, machine_facts, Api, Target};
-use crate::config::Config;
 
 #[derive(Debug, Clone, Args)]
 pub struct CallsArgs {
@@ -623,15 +622,15 @@ fn picked(i: usize, n: usize, k: usize) -> bool {
 }
 
 /// Runs the load, prints a summary and returns the report.
-pub async fn run(config: Config, args: CallsArgs) -> anyhow::Result<serde_json::Value> {
+pub async fn run(args: CallsArgs) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(args.calls > 0, "--calls must be at least 1");
     anyhow::ensure!(
         args.establishments > 0,
         "--establishments must be at least 1"
     );
-    let base = args.target.base_url(&config);
+    let base = args.target.base_url();
     let api = Api::new(base.clone(), Duration::from_millis(args.target.timeout_ms))?;
-    let (email, password) = args.target.credentials(&config)?;
+    let (email, password) = args.target.credentials()?;
     let admin = api.login(&email, &password).await?;
     let salt = super::run_salt();
     println!(
@@ -662,7 +661,7 @@ pub async fn run(config: Config, args: CallsArgs) -> anyhow::Result<serde_json::
         args.calls, args.segments, args.pace_ms, args.duration, args.ramp_up, watched,
         args.poll_interval_ms, probes, args.probe_interval_ms, args.ui_clients, args.active_interval_ms
     );
-    let watcher = Watched::locate(args.target.server_pid, args.target.port(&config));
+    let watcher = Watched::locate(args.target.server_pid, args.target.port());
     let metrics_before = api.metrics().await;
     let monitor = Monitor::start(watcher, args.target.db_pid);
     let started = Instant::now();
@@ -894,7 +893,45 @@ pub async fn run(config: Config, args: CallsArgs) -> anyhow::Result<serde_json::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::ingest::{parse_event, Envelope};
+    use aggregates::call::{CallSid, RuntimeEvent};
+    use serde::Deserialize;
+
+    /// The Appendix B.1 envelope as the wire format states it (no unknown fields), read back
+    /// independently of how `envelope` writes it.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Envelope {
+        runtime_id: String,
+        establishment_id: String,
+        agent_id: Option<String>,
+        agent_version_id: Option<String>,
+        call: EnvelopeCall,
+        event: EnvelopeEvent,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct EnvelopeCall {
+        provider: String,
+        provider_call_sid: String,
+        direction: String,
+        from_e164: String,
+        to_e164: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct EnvelopeEvent {
+        id: String,
+        #[serde(rename = "type")]
+        kind: String,
+        occurred_at: DateTime<Utc>,
+        idempotency_key: String,
+        payload: Value,
+    }
 
     fn tenant() -> Tenant {
         Tenant {
@@ -944,12 +981,15 @@ mod tests {
             let parsed: Envelope = serde_json::from_value(env.clone())
                 .unwrap_or_else(|e| panic!("{kind}: {e}: {env}"));
             assert_eq!(parsed.call.provider_call_sid, sid);
-            let event = parse_event(&parsed.event.kind, parsed.event.payload)
-                .unwrap_or_else(|e| panic!("{kind}: {}", e.message()));
+            // The payload as the server reads it: the Call aggregate's runtime event.
+            let event: RuntimeEvent = serde_json::from_value(
+                json!({"type": parsed.event.kind, "payload": parsed.event.payload}),
+            )
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
             event.validate().unwrap();
             assert_eq!(event.type_name(), *kind);
         }
-        assert!(sid.parse::<aggregates::call::CallSid>().is_ok());
+        assert!(sid.parse::<CallSid>().is_ok());
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! `control-plane loadgen ...`: load against a RUNNING control plane over HTTP, as runtimes,
-//! UI clients and Twilio would send it (docs/benchmarks.md).
+//! The load generator (`control-plane-loadgen ...`): load against a RUNNING control plane over
+//! HTTP, as runtimes, UI clients and Twilio would send it (docs/benchmarks.md). A client of the
+//! server like any other: of the server's code it uses only `twilio::signature`, so its
+//! webhooks are signed exactly as the server checks them.
 //!
 //! - `calls`: N concurrent simulated calls post Appendix B.1 envelopes with a runtime token
 //!   while UI clients poll `GET /calls/active` and the transcripts; reports ingest throughput,
@@ -16,15 +18,26 @@ pub mod setup;
 pub mod stats;
 pub mod webhooks;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::config::Config;
+/// `control-plane-loadgen`: see `--help` and docs/benchmarks.md.
+#[derive(Debug, Parser)]
+#[command(
+    name = "control-plane-loadgen",
+    version,
+    about = "Load against a RUNNING control plane over HTTP: simulated calls (runtime events in, UI polls out) or signed Twilio webhooks (docs/benchmarks.md)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: LoadgenCommand,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum LoadgenCommand {
@@ -41,11 +54,14 @@ pub struct Target {
     /// 127.0.0.1).
     #[arg(long)]
     pub url: Option<String>,
-    /// Login of a platform admin (default: BOOTSTRAP_ADMIN_EMAIL).
-    #[arg(long)]
+    /// The server's LISTEN_ADDR, for the default --url.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+    /// Login of a platform admin (default: BOOTSTRAP_ADMIN_EMAIL, as the server reads it).
+    #[arg(long, env = "BOOTSTRAP_ADMIN_EMAIL")]
     pub admin_email: Option<String>,
     /// Password of that admin (default: BOOTSTRAP_ADMIN_PASSWORD).
-    #[arg(long)]
+    #[arg(long, env = "BOOTSTRAP_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
     /// Image of the runtime container provisioned for the run (its token signs the events).
     #[arg(long, default_value = "agent-runtime-sim:latest")]
@@ -69,19 +85,35 @@ pub struct Target {
     pub timeout_ms: u64,
 }
 
-pub async fn run(config: Config, command: LoadgenCommand) -> anyhow::Result<()> {
+pub async fn run(command: LoadgenCommand) -> anyhow::Result<()> {
     match command {
-        LoadgenCommand::Calls(args) => calls::run(config, *args).await.map(drop),
-        LoadgenCommand::Webhooks(args) => webhooks::run(config, *args).await.map(drop),
+        LoadgenCommand::Calls(args) => calls::run(*args).await.map(drop),
+        LoadgenCommand::Webhooks(args) => webhooks::run(*args).await.map(drop),
     }
 }
 
 impl Target {
-    pub fn base_url(&self, config: &Config) -> String {
+    /// Options for a server at `url` with this admin, every other option at its default.
+    pub fn new(url: &str, admin_email: &str, admin_password: &str) -> Self {
+        Self {
+            url: Some(url.to_string()),
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_email: Some(admin_email.to_string()),
+            admin_password: Some(admin_password.to_string()),
+            image: "agent-runtime-sim:latest".into(),
+            server_pid: None,
+            db_pid: None,
+            report: None,
+            keep_runtime: false,
+            timeout_ms: 10_000,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
         match &self.url {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => {
-                let mut addr = config.listen_addr;
+                let mut addr = self.listen_addr;
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
@@ -90,23 +122,21 @@ impl Target {
         }
     }
 
-    pub fn credentials(&self, config: &Config) -> anyhow::Result<(String, String)> {
+    pub fn credentials(&self) -> anyhow::Result<(String, String)> {
         let email = self
             .admin_email
             .clone()
-            .or_else(|| config.bootstrap_admin_email.clone())
             .context("--admin-email (or BOOTSTRAP_ADMIN_EMAIL) is required")?;
         let password = self
             .admin_password
             .clone()
-            .or_else(|| config.bootstrap_admin_password.clone())
             .context("--admin-password (or BOOTSTRAP_ADMIN_PASSWORD) is required")?;
         Ok((email, password))
     }
 
     /// The port of the target URL, to find the server process by.
-    pub fn port(&self, config: &Config) -> Option<u16> {
-        url::Url::parse(&self.base_url(config))
+    pub fn port(&self) -> Option<u16> {
+        url::Url::parse(&self.base_url())
             .ok()?
             .port_or_known_default()
     }

@@ -1,4 +1,4 @@
-//! `control-plane loadgen webhooks`: latency of `POST /webhooks/twilio/incoming-call` under
+//! `control-plane-loadgen webhooks`: latency of `POST /webhooks/twilio/incoming-call` under
 //! concurrent load. Every request is a new call (a distinct CallSid) to a number routed to an
 //! agent with a published version and a ready runtime, form-encoded and signed exactly like
 //! Twilio signs it (HMAC-SHA1 over PUBLIC_BASE_URL + path + sorted parameters with the auth
@@ -19,8 +19,7 @@ use super::server::{self, Monitor, Watched};
 use super::setup::{self, Tenant};
 use super::stats::{request_error_kind, Errors, Samples};
 use super::{finish_report, machine_facts, Api, Target};
-use crate::adapters::twilio::signature;
-use crate::config::Config;
+use control_plane::adapters::twilio::signature;
 
 pub const PATH: &str = "/webhooks/twilio/incoming-call";
 
@@ -41,6 +40,16 @@ pub struct WebhooksArgs {
     /// Requests sent first and not measured (connections, caches, JIT-free but cold pages).
     #[arg(long, default_value_t = 500)]
     pub warmup: u64,
+    /// The server's Twilio auth token: requests are signed with it.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+    /// The `AccountSid` the requests carry (default: 34 zeros after `AC`).
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+    /// The server's PUBLIC_BASE_URL, which signatures cover (default: http:// + LISTEN_ADDR,
+    /// as the server reads it).
+    #[arg(long, env = "PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
 }
 
 /// The form parameters of Twilio's voice webhook for a new inbound call.
@@ -130,7 +139,18 @@ impl Shot {
     }
 }
 
-/// Runs the load, prints a summary and returns the report.
+impl WebhooksArgs {
+    /// The URL signatures are computed for: PUBLIC_BASE_URL, or http:// + LISTEN_ADDR as the
+    /// server derives it (without trailing slash).
+    pub fn public_base_url(&self) -> String {
+        self.public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.target.listen_addr))
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
 /// Starts request i at `started + i / rate`, at most `concurrency` in flight; each is timed
 /// from its scheduled start, so a server falling behind shows in the latency.
 async fn open_loop(shot: &Arc<Shot>, args: &WebhooksArgs, started: Instant) -> anyhow::Result<()> {
@@ -157,16 +177,17 @@ async fn open_loop(shot: &Arc<Shot>, args: &WebhooksArgs, started: Instant) -> a
     Ok(())
 }
 
-pub async fn run(config: Config, args: WebhooksArgs) -> anyhow::Result<serde_json::Value> {
+/// Runs the load, prints a summary and returns the report.
+pub async fn run(args: WebhooksArgs) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
-    let auth_token = config
+    let auth_token = args
         .twilio_auth_token
         .clone()
         .context("TWILIO_AUTH_TOKEN (or --twilio-auth-token) must be the server's")?;
-    let public = config.public_base_url();
-    let base = args.target.base_url(&config);
+    let public = args.public_base_url();
+    let base = args.target.base_url();
     let api = Api::new(base.clone(), Duration::from_millis(args.target.timeout_ms))?;
-    let (email, password) = args.target.credentials(&config)?;
+    let (email, password) = args.target.credentials()?;
     let admin = api.login(&email, &password).await?;
     let salt = super::run_salt();
     println!("loadgen webhooks against {base} (signed for {public}{PATH}): setting up...");
@@ -187,7 +208,7 @@ pub async fn run(config: Config, args: WebhooksArgs) -> anyhow::Result<serde_jso
         api: api.clone(),
         auth_token,
         signed_url: signature::webhook_url(&public, PATH),
-        account_sid: config
+        account_sid: args
             .twilio_account_sid
             .clone()
             .unwrap_or_else(|| format!("AC{}", "0".repeat(32))),
@@ -246,7 +267,7 @@ pub async fn run(config: Config, args: WebhooksArgs) -> anyhow::Result<serde_jso
         "sending {} signed incoming-call webhooks, {mode} (after {} warm-up requests)...",
         args.requests, args.warmup
     );
-    let watcher = Watched::locate(args.target.server_pid, args.target.port(&config));
+    let watcher = Watched::locate(args.target.server_pid, args.target.port());
     let metrics_before = api.metrics().await;
     let monitor = Monitor::start(watcher, args.target.db_pid);
     let started = Instant::now();
@@ -350,7 +371,7 @@ mod tests {
         let parsed: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
             .into_owned()
             .collect();
-        let p = crate::adapters::twilio::webhook::call_params(&parsed).unwrap();
+        let p = control_plane::adapters::twilio::webhook::call_params(&parsed).unwrap();
         assert_eq!(p.to.as_str(), "+14158670000");
     }
 }
