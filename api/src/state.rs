@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use crate::adapters::smtp::{self, Mail, MailTransport};
 use crate::adapters::twilio::client::{TwilioCalls, TwilioClient};
 use crate::application::accounts::Accounts;
+use crate::application::agents::Agents;
 use crate::application::call_callbacks::CallCallbacks;
 use crate::application::call_streams::CallStreams;
 use crate::application::establishments::Establishments;
@@ -25,6 +26,7 @@ use crate::application::invitations::Invitations;
 use crate::application::members::Members;
 use crate::application::outbound_call::OutboundCalls;
 use crate::application::runtimes::{RuntimeManagement, Runtimes};
+use crate::application::telephony::TelephonyPolicies;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::JwtKeys;
 use crate::background::{Background, WorkQueue, WorkReceiver};
@@ -64,6 +66,8 @@ pub struct AppState {
     pub invitations: Arc<Invitations>,
     pub establishments: Arc<Establishments>,
     pub members: Arc<Members>,
+    pub agents: Arc<Agents>,
+    pub telephony: Arc<TelephonyPolicies>,
     pub inbound_calls: Arc<InboundCalls>,
     pub call_callbacks: Arc<CallCallbacks>,
     pub outbound_calls: Arc<OutboundCalls>,
@@ -109,6 +113,8 @@ from_ref!(
     invitations: Arc<Invitations>,
     establishments: Arc<Establishments>,
     members: Arc<Members>,
+    agents: Arc<Agents>,
+    telephony: Arc<TelephonyPolicies>,
     inbound_calls: Arc<InboundCalls>,
     call_callbacks: Arc<CallCallbacks>,
     outbound_calls: Arc<OutboundCalls>,
@@ -280,6 +286,14 @@ impl AppState {
                 pool: pool.clone(),
             }),
             members: Arc::new(Members { bus: bus.clone() }),
+            agents: Arc::new(Agents {
+                bus: bus.clone(),
+                pool: pool.clone(),
+            }),
+            telephony: Arc::new(TelephonyPolicies {
+                bus: bus.clone(),
+                pool: pool.clone(),
+            }),
             inbound_calls: Arc::new(InboundCalls {
                 routing: routing.clone(),
                 pool: pool.clone(),

@@ -6,6 +6,7 @@
 //! its answer (docs/architecture.md, docs/adr/0008-application-layer.md).
 
 pub mod accounts;
+pub mod agents;
 pub mod call_callbacks;
 pub mod call_streams;
 pub mod establishments;
@@ -17,6 +18,7 @@ pub mod members;
 pub mod messages;
 pub mod outbound_call;
 pub mod runtimes;
+pub mod telephony;
 
 use std::fmt;
 

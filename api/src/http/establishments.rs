@@ -130,6 +130,21 @@ impl From<EstablishmentsError> for ApiError {
     }
 }
 
+/// 404 for outsiders and unknown establishments, 403 below `needed`.
+pub(crate) async fn establishment_scope(
+    pool: &PgPool,
+    me: &Principal,
+    establishment_id: &str,
+    needed: Role,
+) -> ApiResult<()> {
+    me.require(establishment_id, needed)?;
+    // Platform admins pass `require` for any id: the establishment must also exist.
+    if !identity::establishment_exists(pool, establishment_id).await? {
+        return Err(ApiError::not_found("establishment"));
+    }
+    Ok(())
+}
+
 /// Establishments the caller belongs to (all of them for platform admins).
 #[utoipa::path(get, path = "/establishments", tag = "establishments", security(("bearer" = [])),
     responses((status = 200, body = EstablishmentList)))]
