@@ -14,13 +14,19 @@ use sqlx::PgPool;
 
 use crate::adapters::smtp::{self, Mail, MailTransport};
 use crate::adapters::twilio::client::{TwilioCalls, TwilioClient};
+use crate::application::accounts::Accounts;
+use crate::application::agents::Agents;
 use crate::application::call_callbacks::CallCallbacks;
 use crate::application::call_streams::CallStreams;
+use crate::application::establishments::Establishments;
 use crate::application::handoff::Handoffs;
 use crate::application::inbound_call::InboundCalls;
 use crate::application::ingestion::Ingestion;
+use crate::application::invitations::Invitations;
+use crate::application::members::Members;
 use crate::application::outbound_call::OutboundCalls;
 use crate::application::runtimes::{RuntimeManagement, Runtimes};
+use crate::application::telephony::TelephonyPolicies;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::JwtKeys;
 use crate::background::{Background, WorkQueue, WorkReceiver};
@@ -56,6 +62,12 @@ pub struct AppState {
     pub twilio_webhooks: Arc<TwilioWebhooks>,
     pub recording_links: Arc<RecordingLinks>,
     // Use cases.
+    pub accounts: Arc<Accounts>,
+    pub invitations: Arc<Invitations>,
+    pub establishments: Arc<Establishments>,
+    pub members: Arc<Members>,
+    pub agents: Arc<Agents>,
+    pub telephony: Arc<TelephonyPolicies>,
     pub inbound_calls: Arc<InboundCalls>,
     pub call_callbacks: Arc<CallCallbacks>,
     pub outbound_calls: Arc<OutboundCalls>,
@@ -97,6 +109,12 @@ from_ref!(
     runtime_tokens: Arc<RuntimeTokens>,
     twilio_webhooks: Arc<TwilioWebhooks>,
     recording_links: Arc<RecordingLinks>,
+    accounts: Arc<Accounts>,
+    invitations: Arc<Invitations>,
+    establishments: Arc<Establishments>,
+    members: Arc<Members>,
+    agents: Arc<Agents>,
+    telephony: Arc<TelephonyPolicies>,
     inbound_calls: Arc<InboundCalls>,
     call_callbacks: Arc<CallCallbacks>,
     outbound_calls: Arc<OutboundCalls>,
@@ -184,6 +202,7 @@ impl AppState {
 
         let jwt_key = jwt_secret(&config)?;
         let jwt = Arc::new(JwtKeys::new(&jwt_key));
+        let throttle = Arc::new(LoginThrottle::default());
         let twilio: Option<Arc<dyn TwilioCalls>> = TwilioClient::from_config(&config)
             .map_err(|e| anyhow::anyhow!("Twilio configuration: {e}"))?
             .map(|c| Arc::new(c) as Arc<dyn TwilioCalls>);
@@ -246,6 +265,35 @@ impl AppState {
                 public_base_url: public_base_url.clone(),
             }),
             recording_links: Arc::new(RecordingLinks::new(&jwt_key, &public_base_url)),
+            accounts: Arc::new(Accounts {
+                bus: bus.clone(),
+                pool: pool.clone(),
+                jwt: jwt.clone(),
+                throttle: throttle.clone(),
+                mailer: mailer.clone(),
+                background: background.clone(),
+                access_token_ttl_seconds: config.access_token_ttl_seconds,
+                frontend_base_url: config.frontend_base_url(),
+            }),
+            invitations: Arc::new(Invitations {
+                bus: bus.clone(),
+                pool: pool.clone(),
+                mailer: mailer.clone(),
+                frontend_base_url: config.frontend_base_url(),
+            }),
+            establishments: Arc::new(Establishments {
+                bus: bus.clone(),
+                pool: pool.clone(),
+            }),
+            members: Arc::new(Members { bus: bus.clone() }),
+            agents: Arc::new(Agents {
+                bus: bus.clone(),
+                pool: pool.clone(),
+            }),
+            telephony: Arc::new(TelephonyPolicies {
+                bus: bus.clone(),
+                pool: pool.clone(),
+            }),
             inbound_calls: Arc::new(InboundCalls {
                 routing: routing.clone(),
                 pool: pool.clone(),
@@ -273,7 +321,7 @@ impl AppState {
             runtimes,
             workers,
             jwt,
-            throttle: Arc::new(LoginThrottle::default()),
+            throttle,
             mailer,
             metrics: metrics_handle(),
             background,

@@ -1,9 +1,10 @@
 //! Read models of agents and their versions (`rm_agents`, `rm_agent_versions`).
 
-use aggregates::agent::{AgentEvent, BrainChanges};
+use aggregates::agent::{AgentEvent, Brain, BrainChanges};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{FromRow, PgConnection, PgPool};
 
 use crate::event::StoredEvent;
 use crate::runner::Projection;
@@ -152,4 +153,127 @@ async fn apply_event(tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads of `rm_agents` and `rm_agent_versions`
+// ---------------------------------------------------------------------------------------------
+
+/// An agent as the API shows it.
+#[derive(Debug, Clone, FromRow)]
+pub struct AgentRow {
+    pub id: String,
+    pub establishment_id: String,
+    pub name: String,
+    pub description: String,
+    /// The published version calls are routed to.
+    pub active_version_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+const AGENT_COLUMNS: &str =
+    "id, establishment_id, name, description, active_version_id, created_at";
+
+pub async fn agent(pool: &PgPool, agent_id: &str) -> sqlx::Result<Option<AgentRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {AGENT_COLUMNS} FROM rm_agents WHERE id = $1"
+    ))
+    .bind(agent_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Agents of an establishment, oldest first.
+pub async fn agents_of(pool: &PgPool, establishment_id: &str) -> sqlx::Result<Vec<AgentRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {AGENT_COLUMNS} FROM rm_agents WHERE establishment_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(establishment_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Which of `agent_ids` are agents of the establishment.
+pub async fn agents_among(
+    pool: &PgPool,
+    establishment_id: &str,
+    agent_ids: &[&str],
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT id FROM rm_agents WHERE id = ANY($1) AND establishment_id = $2")
+        .bind(agent_ids)
+        .bind(establishment_id)
+        .fetch_all(pool)
+        .await
+}
+
+/// A version without its brain (as listed).
+#[derive(Debug, Clone, FromRow)]
+pub struct VersionSummaryRow {
+    pub id: String,
+    pub agent_id: String,
+    /// 1, 2, 3… in drafting order.
+    pub number: i32,
+    pub name: String,
+    /// `draft`, `published` or `archived`.
+    pub status: String,
+    /// Whether it is the agent's active version.
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+/// A version with its brain.
+#[derive(Debug, Clone, FromRow)]
+pub struct VersionRow {
+    #[sqlx(flatten)]
+    pub summary: VersionSummaryRow,
+    pub prompt: String,
+    pub model: Value,
+    pub tools: Value,
+    pub policies: Value,
+}
+
+impl VersionRow {
+    /// The stored brain as the domain type (to compare versions).
+    pub fn brain(&self) -> Result<Brain, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({
+            "name": self.summary.name,
+            "prompt": self.prompt,
+            "model": self.model,
+            "tools": self.tools,
+            "policies": self.policies,
+        }))
+    }
+}
+
+const VERSION_COLUMNS: &str = "v.id, v.agent_id, v.number, v.name, v.status, v.created_at, \
+    v.updated_at, v.published_at, (a.active_version_id IS NOT DISTINCT FROM v.id) AS active";
+
+/// Versions of an agent, in drafting order.
+pub async fn versions(pool: &PgPool, agent_id: &str) -> sqlx::Result<Vec<VersionSummaryRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {VERSION_COLUMNS} FROM rm_agent_versions v JOIN rm_agents a ON a.id = v.agent_id
+         WHERE v.agent_id = $1 ORDER BY v.number"
+    ))
+    .bind(agent_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// One version of an agent, with its brain.
+pub async fn version(
+    pool: &PgPool,
+    agent_id: &str,
+    version_id: &str,
+) -> sqlx::Result<Option<VersionRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {VERSION_COLUMNS}, v.prompt, v.model, v.tools, v.policies
+         FROM rm_agent_versions v JOIN rm_agents a ON a.id = v.agent_id
+         WHERE v.id = $1 AND v.agent_id = $2"
+    ))
+    .bind(version_id)
+    .bind(agent_id)
+    .fetch_optional(pool)
+    .await
 }

@@ -101,6 +101,52 @@ impl StoredEvent {
     }
 }
 
+/// Which committed events a reader of the log wants (`None`: any).
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter<'a> {
+    pub aggregate_type: Option<&'a str>,
+    pub aggregate_id: Option<&'a str>,
+    /// Recorded at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Recorded before.
+    pub to: Option<DateTime<Utc>>,
+    /// Events of these establishments only.
+    pub establishments: Option<&'a [String]>,
+}
+
+/// Up to `limit` committed events after `after` in commit order (only below the commit
+/// horizon, so a page never skips a transaction that commits late): the audit log's read.
+pub async fn committed_after(
+    pool: &sqlx::PgPool,
+    after: Checkpoint,
+    filter: &LogFilter<'_>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+           AND (transaction_id, position) > ($1::text::xid8, $2)
+           AND ($3::text IS NULL OR aggregate_type = $3)
+           AND ($4::text IS NULL OR aggregate_id = $4)
+           AND ($5::timestamptz IS NULL OR recorded_at >= $5)
+           AND ($6::timestamptz IS NULL OR recorded_at < $6)
+           AND ($7::text[] IS NULL OR establishment_id = ANY($7))
+         ORDER BY transaction_id, position
+         LIMIT $8"
+    ))
+    .bind(after.txid.to_string())
+    .bind(after.position)
+    .bind(filter.aggregate_type)
+    .bind(filter.aggregate_id)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(filter.establishments)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}
+
 /// Applies every upcaster that accepts the event, in order.
 pub fn upcast(event: SerializedEvent, upcasters: &[Box<dyn EventUpcaster>]) -> SerializedEvent {
     upcasters.iter().fold(event, |e, u| {

@@ -247,6 +247,56 @@ pub async fn establishment_locale(pool: &sqlx::PgPool, id: &str) -> sqlx::Result
         .await
 }
 
+/// An establishment as the API shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EstablishmentRow {
+    pub id: String,
+    pub name: String,
+    pub timezone: String,
+    pub locale: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+const ESTABLISHMENT_COLUMNS: &str = "id, name, timezone, locale, created_at";
+
+pub async fn establishment(
+    pool: &sqlx::PgPool,
+    id: &str,
+) -> sqlx::Result<Option<EstablishmentRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {ESTABLISHMENT_COLUMNS} FROM rm_establishments WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Establishments among `ids` (`None`: all of them), oldest first.
+pub async fn establishments(
+    pool: &sqlx::PgPool,
+    ids: Option<&[String]>,
+) -> sqlx::Result<Vec<EstablishmentRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {ESTABLISHMENT_COLUMNS} FROM rm_establishments
+         WHERE $1::text[] IS NULL OR id = ANY($1) ORDER BY created_at, id"
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// The establishment's name.
+pub async fn establishment_name(pool: &sqlx::PgPool, id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT name FROM rm_establishments WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads of `rm_users` and `rm_memberships`
+// ---------------------------------------------------------------------------------------------
+
 /// The user of a live session with their memberships (oldest first): `None` when the session
 /// is unknown, revoked or expired.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -274,5 +324,107 @@ pub async fn session_user(
     .bind(session_id)
     .bind(user_id)
     .fetch_optional(pool)
+    .await
+}
+
+/// An account as login needs it (`password_hash` is `None` for accounts without a password).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccountRow {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: Option<String>,
+}
+
+/// The account of a (lower-case) e-mail address.
+pub async fn account_by_email(
+    pool: &sqlx::PgPool,
+    email: &str,
+) -> sqlx::Result<Option<AccountRow>> {
+    sqlx::query_as("SELECT id, email, display_name, password_hash FROM rm_users WHERE email = $1")
+        .bind(email)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The establishment a user joined first (the UI opens it after login).
+pub async fn first_establishment_of(
+    pool: &sqlx::PgPool,
+    user_id: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT establishment_id FROM rm_memberships WHERE user_id = $1
+         ORDER BY created_at, establishment_id LIMIT 1",
+    )
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Whether the account of `email` is a member of the establishment.
+pub async fn is_member_by_email(
+    pool: &sqlx::PgPool,
+    establishment_id: &str,
+    email: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM rm_memberships m JOIN rm_users u ON u.id = m.user_id
+                        WHERE m.establishment_id = $1 AND u.email = $2)",
+    )
+    .bind(establishment_id)
+    .bind(email)
+    .fetch_one(pool)
+    .await
+}
+
+/// A member of an establishment.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MemberRow {
+    pub user_id: String,
+    pub email: String,
+    pub display_name: String,
+    /// `admin`, `operator` or `viewer`.
+    pub role: String,
+    pub joined_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Members of an establishment, in joining order.
+pub async fn members(pool: &sqlx::PgPool, establishment_id: &str) -> sqlx::Result<Vec<MemberRow>> {
+    sqlx::query_as(
+        "SELECT u.id AS user_id, u.email, u.display_name, m.role, m.created_at AS joined_at
+         FROM rm_memberships m JOIN rm_users u ON u.id = m.user_id
+         WHERE m.establishment_id = $1 ORDER BY m.created_at, u.id",
+    )
+    .bind(establishment_id)
+    .fetch_all(pool)
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads of `rm_invitations`
+// ---------------------------------------------------------------------------------------------
+
+/// An invitation as listed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InvitationRow {
+    pub id: String,
+    pub email: String,
+    pub role: String,
+    pub status: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Invitations of an establishment still waiting for an answer (pending, not expired), oldest
+/// first.
+pub async fn pending_invitations(
+    pool: &sqlx::PgPool,
+    establishment_id: &str,
+) -> sqlx::Result<Vec<InvitationRow>> {
+    sqlx::query_as(
+        "SELECT id, email, role, status, expires_at FROM rm_invitations
+         WHERE establishment_id = $1 AND status = 'pending' AND expires_at > now() ORDER BY created_at",
+    )
+    .bind(establishment_id)
+    .fetch_all(pool)
     .await
 }

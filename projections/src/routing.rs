@@ -487,3 +487,44 @@ pub async fn handoff_number(pool: &PgPool, establishment_id: &str) -> sqlx::Resu
             .flatten(),
     )
 }
+
+/// An establishment's telephony policy as the API shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TelephonyRow {
+    pub establishment_id: String,
+    /// `[{provider, e164, routing_agent_id}, …]`
+    pub inbound_numbers: Value,
+    pub handoff_e164: Option<String>,
+    pub max_call_duration_seconds: i32,
+    /// `[{days, start, end}, …]`
+    pub business_hours: Value,
+    /// `["+1…", …]`
+    pub blacklist_e164: Value,
+}
+
+impl TelephonyRow {
+    /// The policy of an establishment that never changed it.
+    pub fn default_for(establishment_id: &str) -> Self {
+        Self {
+            establishment_id: establishment_id.to_string(),
+            inbound_numbers: Value::Array(Vec::new()),
+            handoff_e164: None,
+            max_call_duration_seconds: DEFAULT_MAX_CALL_DURATION_SECONDS as i32,
+            business_hours: Value::Array(Vec::new()),
+            blacklist_e164: Value::Array(Vec::new()),
+        }
+    }
+}
+
+/// The establishment's telephony policy (the default one until it is first changed).
+pub async fn telephony(pool: &PgPool, establishment_id: &str) -> sqlx::Result<TelephonyRow> {
+    let row = sqlx::query_as(
+        "SELECT establishment_id, inbound_numbers, handoff_e164, max_call_duration_seconds,
+                business_hours, blacklist_e164
+         FROM rm_telephony WHERE establishment_id = $1",
+    )
+    .bind(establishment_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.unwrap_or_else(|| TelephonyRow::default_for(establishment_id)))
+}

@@ -5,14 +5,20 @@
 //! Nothing here knows HTTP: the handlers in `http` parse, authorise, call one use case and map
 //! its answer (docs/architecture.md, docs/adr/0008-application-layer.md).
 
+pub mod accounts;
+pub mod agents;
 pub mod call_callbacks;
 pub mod call_streams;
+pub mod establishments;
 pub mod handoff;
 pub mod inbound_call;
 pub mod ingestion;
+pub mod invitations;
+pub mod members;
 pub mod messages;
 pub mod outbound_call;
 pub mod runtimes;
+pub mod telephony;
 
 use std::fmt;
 
@@ -58,3 +64,34 @@ pub enum Unexpected {
     #[error("{0}")]
     Other(String),
 }
+
+impl From<anyhow::Error> for Unexpected {
+    fn from(e: anyhow::Error) -> Self {
+        Unexpected::Other(format!("{e:#}"))
+    }
+}
+
+/// `From` the database's, the event store's and other infrastructure errors (`anyhow`) for
+/// use-case errors with an `Unexpected(Unexpected)` variant, so that `?` works on them.
+macro_rules! unexpected_from {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<sqlx::Error> for $error {
+            fn from(e: sqlx::Error) -> Self {
+                Self::Unexpected(e.into())
+            }
+        }
+
+        impl From<$crate::store::StoreError> for $error {
+            fn from(e: $crate::store::StoreError) -> Self {
+                Self::Unexpected(e.into())
+            }
+        }
+
+        impl From<anyhow::Error> for $error {
+            fn from(e: anyhow::Error) -> Self {
+                Self::Unexpected(e.into())
+            }
+        }
+    )*};
+}
+pub(crate) use unexpected_from;

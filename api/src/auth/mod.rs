@@ -3,5 +3,6 @@
 //! in `http::principal`.
 
 pub mod password;
+pub mod sessions;
 pub mod throttle;
 pub mod tokens;

@@ -3,31 +3,33 @@
 //! Agents of other establishments answer 404.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use aggregates::agent::{
-    diff, Agent, AgentCommand, AgentError, Brain, BrainChanges, ModelParams, Policies, Prompt,
-    Tool, ToolSetting, Tools, VersionName,
+    diff, Brain, BrainChanges, ModelParams, Policies, Prompt, Tool, ToolSetting, Tools, VersionName,
 };
-use aggregates::common::{bounded_text, Role};
+use aggregates::common::{bounded_text, ParseError, Role};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use projections::agents::{self as read, AgentRow, VersionRow, VersionSummaryRow};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{json, Value};
-use sqlx::postgres::PgRow;
-use sqlx::Row;
+use serde_json::Value;
+use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::error::{ApiError, ApiResult, DomainError};
+use super::establishments::establishment_scope;
+use crate::application::agents::{Activation, Agents, AgentsError};
+use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiQuery, RequestId as ReqId};
 use crate::http::principal::Principal;
 use crate::ids::is_id;
 use crate::state::AppState;
-use crate::store::{Actor, CommandContext, ExecOptions, Outcome};
+use crate::store::{Actor, CommandContext};
 
 /// Longest agent name and description, in characters.
 const MAX_AGENT_NAME: usize = 200;
@@ -45,45 +47,21 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(diff_versions))
 }
 
-impl DomainError for AgentError {
-    fn status(&self) -> StatusCode {
-        match self {
-            AgentError::NotFound | AgentError::VersionNotFound => StatusCode::NOT_FOUND,
-            _ => StatusCode::CONFLICT,
-        }
-    }
-    fn code(&self) -> &'static str {
-        match self {
-            AgentError::AlreadyExists | AgentError::VersionExists => "already_exists",
-            AgentError::NotFound | AgentError::VersionNotFound => "not_found",
-            AgentError::VersionImmutable => "version_immutable",
-            AgentError::VersionArchived => "version_archived",
-            AgentError::AlreadyPublished => "version_already_published",
-            AgentError::NeverPublished => "version_never_published",
-            AgentError::VersionActive => "version_active",
-            AgentError::TooManyVersions => "too_many_versions",
+impl From<AgentsError> for ApiError {
+    fn from(e: AgentsError) -> Self {
+        match e {
+            AgentsError::AgentNotFound => ApiError::not_found("agent"),
+            AgentsError::VersionNotFound => ApiError::not_found("version"),
+            AgentsError::Command(e) => e.into(),
+            AgentsError::Unexpected(e) => e.into(),
         }
     }
 }
 
-/// 404 for outsiders and unknown establishments, 403 below `needed`.
-pub(crate) async fn establishment_scope(
-    state: &AppState,
-    me: &Principal,
-    establishment_id: &str,
-    needed: Role,
-) -> ApiResult<()> {
-    me.require(establishment_id, needed)?;
-    // Platform admins pass `require` for any id: the establishment must also exist.
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_establishments WHERE id = $1)")
-            .bind(establishment_id)
-            .fetch_one(&state.pool)
-            .await?;
-    if !exists {
-        return Err(ApiError::not_found("establishment"));
-    }
-    Ok(())
+/// The command context of the caller acting on an agent of `establishment_id`.
+fn acting(me: &Principal, request_id: &str, establishment_id: &str) -> CommandContext {
+    CommandContext::from_request(Actor::User(me.user_id.clone()), request_id)
+        .in_establishment(establishment_id)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -122,44 +100,32 @@ pub struct AgentList {
     pub items: Vec<AgentView>,
 }
 
-const AGENT_COLUMNS: &str =
-    "id, establishment_id, name, description, active_version_id, created_at";
-
-fn agent_view(r: &PgRow) -> AgentView {
-    AgentView {
-        id: r.get("id"),
-        establishment_id: r.get("establishment_id"),
-        name: r.get("name"),
-        description: r.get("description"),
-        active_version_id: r.get("active_version_id"),
-        created_at: r.get("created_at"),
+impl From<AgentRow> for AgentView {
+    fn from(r: AgentRow) -> Self {
+        Self {
+            id: r.id,
+            establishment_id: r.establishment_id,
+            name: r.name,
+            description: r.description,
+            active_version_id: r.active_version_id,
+            created_at: r.created_at,
+        }
     }
-}
-
-async fn find_agent(state: &AppState, id: &str) -> ApiResult<Option<AgentView>> {
-    if !is_id("agt", id) {
-        return Ok(None);
-    }
-    let row = sqlx::query(&format!(
-        "SELECT {AGENT_COLUMNS} FROM rm_agents WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(&state.pool)
-    .await?;
-    Ok(row.as_ref().map(agent_view))
 }
 
 /// The agent, if the caller may see it with at least `needed`: 404 for unknown agents and
 /// agents of other establishments, 403 when the role is too low.
 async fn agent_scope(
-    state: &AppState,
+    pool: &PgPool,
     me: &Principal,
     agent_id: &str,
     needed: Role,
-) -> ApiResult<AgentView> {
-    let agent = find_agent(state, agent_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("agent"))?;
+) -> ApiResult<AgentRow> {
+    let agent = match is_id("agt", agent_id) {
+        true => read::agent(pool, agent_id).await?,
+        false => None,
+    }
+    .ok_or_else(|| ApiError::not_found("agent"))?;
     me.require(&agent.establishment_id, needed)
         .map_err(|e| match e.status() {
             StatusCode::NOT_FOUND => ApiError::not_found("agent"),
@@ -168,35 +134,12 @@ async fn agent_scope(
     Ok(agent)
 }
 
-async fn load_agent(state: &AppState, id: &str) -> ApiResult<AgentView> {
-    find_agent(state, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("agent"))
-}
-
-fn description(d: Option<&str>) -> ApiResult<String> {
-    match d.map(str::trim) {
-        None | Some("") => Ok(String::new()),
-        Some(d) => Ok(bounded_text("description", d, MAX_AGENT_DESCRIPTION)?),
+/// A description: trimmed, empty when blank.
+fn description(d: &str) -> Result<String, ParseError> {
+    match d.trim() {
+        "" => Ok(String::new()),
+        d => bounded_text("description", d, MAX_AGENT_DESCRIPTION),
     }
-}
-
-async fn execute(
-    state: &AppState,
-    me: &Principal,
-    request_id: &str,
-    establishment_id: &str,
-    agent_id: &str,
-    command: AgentCommand,
-) -> ApiResult<Outcome<Agent>> {
-    let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), request_id)
-        .in_establishment(establishment_id);
-    let outcome = state
-        .bus
-        .execute::<Agent>(agent_id, command, &ctx, ExecOptions::default())
-        .await?;
-    state.bus.visible(&outcome).await;
-    Ok(outcome)
 }
 
 /// Agents of an establishment, oldest first.
@@ -204,19 +147,14 @@ async fn execute(
     params(("id" = String, Path)),
     responses((status = 200, body = AgentList), (status = 404)))]
 async fn list_agents(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     Path(establishment_id): Path<String>,
 ) -> ApiResult<Json<AgentList>> {
-    establishment_scope(&state, &me, &establishment_id, Role::Viewer).await?;
-    let rows = sqlx::query(&format!(
-        "SELECT {AGENT_COLUMNS} FROM rm_agents WHERE establishment_id = $1 ORDER BY created_at, id"
-    ))
-    .bind(&establishment_id)
-    .fetch_all(&state.pool)
-    .await?;
+    establishment_scope(&pool, &me, &establishment_id, Role::Viewer).await?;
+    let rows = read::agents_of(&pool, &establishment_id).await?;
     Ok(Json(AgentList {
-        items: rows.iter().map(agent_view).collect(),
+        items: rows.into_iter().map(Into::into).collect(),
     }))
 }
 
@@ -225,32 +163,21 @@ async fn list_agents(
     params(("id" = String, Path)), request_body = CreateAgent,
     responses((status = 201, body = AgentView), (status = 403), (status = 404), (status = 422)))]
 async fn create_agent(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
+    State(agents): State<Arc<Agents>>,
     ReqId(request_id): ReqId,
     me: Principal,
     Path(establishment_id): Path<String>,
     ApiJson(req): ApiJson<CreateAgent>,
 ) -> ApiResult<(StatusCode, Json<AgentView>)> {
-    establishment_scope(&state, &me, &establishment_id, Role::Admin).await?;
+    establishment_scope(&pool, &me, &establishment_id, Role::Admin).await?;
     let name = bounded_text("name", &req.name, MAX_AGENT_NAME)?;
-    let description = description(req.description.as_deref())?;
-    let id = crate::ids::new_id("agt");
-    execute(
-        &state,
-        &me,
-        &request_id,
-        &establishment_id,
-        &id,
-        AgentCommand::Create {
-            agent_id: id.clone(),
-            establishment_id: establishment_id.clone(),
-            name,
-            description,
-            created_by: me.user_id.clone(),
-        },
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(load_agent(&state, &id).await?)))
+    let description = description(req.description.as_deref().unwrap_or_default())?;
+    let ctx = acting(&me, &request_id, &establishment_id);
+    let agent = agents
+        .create(&ctx, &establishment_id, name, description)
+        .await?;
+    Ok((StatusCode::CREATED, Json(agent.into())))
 }
 
 /// One agent, with its active version.
@@ -258,12 +185,14 @@ async fn create_agent(
     params(("agentId" = String, Path)),
     responses((status = 200, body = AgentView), (status = 404)))]
 async fn get_agent(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     Path(agent_id): Path<String>,
 ) -> ApiResult<Json<AgentView>> {
     Ok(Json(
-        agent_scope(&state, &me, &agent_id, Role::Viewer).await?,
+        agent_scope(&pool, &me, &agent_id, Role::Viewer)
+            .await?
+            .into(),
     ))
 }
 
@@ -272,33 +201,23 @@ async fn get_agent(
     params(("agentId" = String, Path)), request_body = UpdateAgent,
     responses((status = 200, body = AgentView), (status = 403), (status = 404), (status = 422)))]
 async fn update_agent(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
+    State(agents): State<Arc<Agents>>,
     ReqId(request_id): ReqId,
     me: Principal,
     Path(agent_id): Path<String>,
     ApiJson(req): ApiJson<UpdateAgent>,
 ) -> ApiResult<Json<AgentView>> {
-    let agent = agent_scope(&state, &me, &agent_id, Role::Admin).await?;
+    let agent = agent_scope(&pool, &me, &agent_id, Role::Admin).await?;
     let name = req
         .name
         .as_deref()
         .map(|n| bounded_text("name", n, MAX_AGENT_NAME))
         .transpose()?;
-    let description = req
-        .description
-        .as_deref()
-        .map(|d| description(Some(d)))
-        .transpose()?;
-    execute(
-        &state,
-        &me,
-        &request_id,
-        &agent.establishment_id,
-        &agent_id,
-        AgentCommand::Update { name, description },
-    )
-    .await?;
-    Ok(Json(load_agent(&state, &agent_id).await?))
+    let description = req.description.as_deref().map(description).transpose()?;
+    let ctx = acting(&me, &request_id, &agent.establishment_id);
+    let agent = agents.update(&ctx, &agent_id, name, description).await?;
+    Ok(Json(agent.into()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -458,58 +377,51 @@ pub struct DiffQuery {
     pub against: Option<String>,
 }
 
-const VERSION_COLUMNS: &str = "v.id, v.agent_id, v.number, v.name, v.status, v.created_at, \
-    v.updated_at, v.published_at, (a.active_version_id IS NOT DISTINCT FROM v.id) AS active";
-
-fn version_summary(r: &PgRow) -> VersionSummary {
-    VersionSummary {
-        id: r.get("id"),
-        agent_id: r.get("agent_id"),
-        number: r.get("number"),
-        name: r.get("name"),
-        status: r.get("status"),
-        active: r.get("active"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-        published_at: r.get("published_at"),
+impl From<VersionSummaryRow> for VersionSummary {
+    fn from(r: VersionSummaryRow) -> Self {
+        Self {
+            id: r.id,
+            agent_id: r.agent_id,
+            number: r.number,
+            name: r.name,
+            status: r.status,
+            active: r.active,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            published_at: r.published_at,
+        }
     }
 }
 
-async fn find_version(state: &AppState, agent_id: &str, version_id: &str) -> ApiResult<PgRow> {
-    if !is_id("agv", version_id) {
-        return Err(ApiError::not_found("version"));
+impl From<VersionRow> for VersionView {
+    fn from(r: VersionRow) -> Self {
+        Self {
+            summary: r.summary.into(),
+            prompt: r.prompt,
+            model: r.model,
+            tools: r.tools,
+            policies: r.policies,
+        }
     }
-    sqlx::query(&format!(
-        "SELECT {VERSION_COLUMNS}, v.prompt, v.model, v.tools, v.policies
-         FROM rm_agent_versions v JOIN rm_agents a ON a.id = v.agent_id
-         WHERE v.id = $1 AND v.agent_id = $2"
-    ))
-    .bind(version_id)
-    .bind(agent_id)
-    .fetch_optional(&state.pool)
-    .await?
+}
+
+impl ActivationView {
+    fn of(agent_id: String, a: Activation) -> Self {
+        Self {
+            agent_id,
+            active_version_id: a.active_version_id,
+            previous_version_id: a.previous_version_id,
+        }
+    }
+}
+
+/// A version of the agent, or 404.
+async fn find_version(pool: &PgPool, agent_id: &str, version_id: &str) -> ApiResult<VersionRow> {
+    match is_id("agv", version_id) {
+        true => read::version(pool, agent_id, version_id).await?,
+        false => None,
+    }
     .ok_or_else(|| ApiError::not_found("version"))
-}
-
-fn version_view(r: &PgRow) -> VersionView {
-    VersionView {
-        summary: version_summary(r),
-        prompt: r.get("prompt"),
-        model: r.get("model"),
-        tools: r.get("tools"),
-        policies: r.get("policies"),
-    }
-}
-
-fn brain_of(r: &PgRow) -> ApiResult<Brain> {
-    serde_json::from_value(json!({
-        "name": r.get::<String, _>("name"),
-        "prompt": r.get::<String, _>("prompt"),
-        "model": r.get::<Value, _>("model"),
-        "tools": r.get::<Value, _>("tools"),
-        "policies": r.get::<Value, _>("policies"),
-    }))
-    .map_err(|e| ApiError::internal(format!("stored version does not decode: {e}")))
 }
 
 /// Versions of an agent, in drafting order (without their brains; GET one for that).
@@ -517,20 +429,14 @@ fn brain_of(r: &PgRow) -> ApiResult<Brain> {
     params(("agentId" = String, Path)),
     responses((status = 200, body = VersionList), (status = 404)))]
 async fn list_versions(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     Path(agent_id): Path<String>,
 ) -> ApiResult<Json<VersionList>> {
-    agent_scope(&state, &me, &agent_id, Role::Viewer).await?;
-    let rows = sqlx::query(&format!(
-        "SELECT {VERSION_COLUMNS} FROM rm_agent_versions v JOIN rm_agents a ON a.id = v.agent_id
-         WHERE v.agent_id = $1 ORDER BY v.number"
-    ))
-    .bind(&agent_id)
-    .fetch_all(&state.pool)
-    .await?;
+    agent_scope(&pool, &me, &agent_id, Role::Viewer).await?;
+    let rows = read::versions(&pool, &agent_id).await?;
     Ok(Json(VersionList {
-        items: rows.iter().map(version_summary).collect(),
+        items: rows.into_iter().map(Into::into).collect(),
     }))
 }
 
@@ -540,34 +446,24 @@ async fn list_versions(
     responses((status = 201, body = CreatedVersion), (status = 403), (status = 404),
               (status = 409, description = "too many versions"), (status = 422)))]
 async fn create_version(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
+    State(agents): State<Arc<Agents>>,
     ReqId(request_id): ReqId,
     me: Principal,
     Path(agent_id): Path<String>,
     ApiJson(req): ApiJson<CreateVersion>,
 ) -> ApiResult<(StatusCode, Json<CreatedVersion>)> {
-    let agent = agent_scope(&state, &me, &agent_id, Role::Admin).await?;
-    let version_id = crate::ids::new_id("agv");
+    let agent = agent_scope(&pool, &me, &agent_id, Role::Admin).await?;
     let name = req.name.as_str().to_string();
-    execute(
-        &state,
-        &me,
-        &request_id,
-        &agent.establishment_id,
-        &agent_id,
-        AgentCommand::DraftVersion {
-            version_id: version_id.clone(),
-            brain: Brain {
-                name: req.name,
-                prompt: req.prompt,
-                model: req.model,
-                tools: req.tools,
-                policies: req.policies,
-            },
-            created_by: me.user_id.clone(),
-        },
-    )
-    .await?;
+    let brain = Brain {
+        name: req.name,
+        prompt: req.prompt,
+        model: req.model,
+        tools: req.tools,
+        policies: req.policies,
+    };
+    let ctx = acting(&me, &request_id, &agent.establishment_id);
+    let version_id = agents.draft(&ctx, &agent_id, brain).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedVersion {
@@ -584,14 +480,14 @@ async fn create_version(
     params(("agentId" = String, Path), ("versionId" = String, Path)),
     responses((status = 200, body = VersionView), (status = 404)))]
 async fn get_version(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     Path((agent_id, version_id)): Path<(String, String)>,
 ) -> ApiResult<Json<VersionView>> {
-    agent_scope(&state, &me, &agent_id, Role::Viewer).await?;
-    Ok(Json(version_view(
-        &find_version(&state, &agent_id, &version_id).await?,
-    )))
+    agent_scope(&pool, &me, &agent_id, Role::Viewer).await?;
+    Ok(Json(
+        find_version(&pool, &agent_id, &version_id).await?.into(),
+    ))
 }
 
 /// Edits a draft (establishment admins). Published and archived versions never change: 409.
@@ -600,48 +496,24 @@ async fn get_version(
     responses((status = 200, body = VersionView), (status = 403), (status = 404),
               (status = 409, description = "the version is published or archived"), (status = 422)))]
 async fn edit_version(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
+    State(agents): State<Arc<Agents>>,
     ReqId(request_id): ReqId,
     me: Principal,
     Path((agent_id, version_id)): Path<(String, String)>,
     ApiJson(req): ApiJson<EditVersion>,
 ) -> ApiResult<Json<VersionView>> {
-    let agent = agent_scope(&state, &me, &agent_id, Role::Admin).await?;
-    execute(
-        &state,
-        &me,
-        &request_id,
-        &agent.establishment_id,
-        &agent_id,
-        AgentCommand::EditDraft {
-            version_id: version_id.clone(),
-            changes: BrainChanges {
-                name: req.name,
-                prompt: req.prompt,
-                model: req.model,
-                tools: req.tools,
-                policies: req.policies,
-            },
-        },
-    )
-    .await?;
-    Ok(Json(version_view(
-        &find_version(&state, &agent_id, &version_id).await?,
-    )))
-}
-
-fn activation(agent_id: String, outcome: &Outcome<Agent>) -> ApiResult<Json<ActivationView>> {
-    let state = outcome
-        .state()
-        .ok_or_else(|| ApiError::internal("no agent state after activation"))?;
-    Ok(Json(ActivationView {
-        agent_id,
-        active_version_id: state
-            .active_version_id
-            .clone()
-            .ok_or_else(|| ApiError::internal("no active version after activation"))?,
-        previous_version_id: state.previous_version_id.clone(),
-    }))
+    let agent = agent_scope(&pool, &me, &agent_id, Role::Admin).await?;
+    let changes = BrainChanges {
+        name: req.name,
+        prompt: req.prompt,
+        model: req.model,
+        tools: req.tools,
+        policies: req.policies,
+    };
+    let ctx = acting(&me, &request_id, &agent.establishment_id);
+    let version = agents.edit(&ctx, &agent_id, &version_id, changes).await?;
+    Ok(Json(version.into()))
 }
 
 /// Publishes a draft: it becomes the active version, and incoming calls use it. Publishing
@@ -651,22 +523,16 @@ fn activation(agent_id: String, outcome: &Outcome<Agent>) -> ApiResult<Json<Acti
     responses((status = 200, body = ActivationView), (status = 403), (status = 404),
               (status = 409, description = "archived, or published before (roll back instead)")))]
 async fn publish_version(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
+    State(agents): State<Arc<Agents>>,
     ReqId(request_id): ReqId,
     me: Principal,
     Path((agent_id, version_id)): Path<(String, String)>,
 ) -> ApiResult<Json<ActivationView>> {
-    let agent = agent_scope(&state, &me, &agent_id, Role::Admin).await?;
-    let outcome = execute(
-        &state,
-        &me,
-        &request_id,
-        &agent.establishment_id,
-        &agent_id,
-        AgentCommand::Publish { version_id },
-    )
-    .await?;
-    activation(agent_id, &outcome)
+    let agent = agent_scope(&pool, &me, &agent_id, Role::Admin).await?;
+    let ctx = acting(&me, &request_id, &agent.establishment_id);
+    let activation = agents.publish(&ctx, &agent_id, &version_id).await?;
+    Ok(Json(ActivationView::of(agent_id, activation)))
 }
 
 /// Makes a version that was published before active again (recorded as a new event).
@@ -675,22 +541,16 @@ async fn publish_version(
     responses((status = 200, body = ActivationView), (status = 403), (status = 404),
               (status = 409, description = "never published, or archived")))]
 async fn rollback_version(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
+    State(agents): State<Arc<Agents>>,
     ReqId(request_id): ReqId,
     me: Principal,
     Path((agent_id, version_id)): Path<(String, String)>,
 ) -> ApiResult<Json<ActivationView>> {
-    let agent = agent_scope(&state, &me, &agent_id, Role::Admin).await?;
-    let outcome = execute(
-        &state,
-        &me,
-        &request_id,
-        &agent.establishment_id,
-        &agent_id,
-        AgentCommand::Rollback { version_id },
-    )
-    .await?;
-    activation(agent_id, &outcome)
+    let agent = agent_scope(&pool, &me, &agent_id, Role::Admin).await?;
+    let ctx = acting(&me, &request_id, &agent.establishment_id);
+    let activation = agents.rollback(&ctx, &agent_id, &version_id).await?;
+    Ok(Json(ActivationView::of(agent_id, activation)))
 }
 
 /// Archives a version that is not active (drafts and superseded versions).
@@ -699,26 +559,16 @@ async fn rollback_version(
     responses((status = 200, body = VersionView), (status = 403), (status = 404),
               (status = 409, description = "the version is active")))]
 async fn archive_version(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
+    State(agents): State<Arc<Agents>>,
     ReqId(request_id): ReqId,
     me: Principal,
     Path((agent_id, version_id)): Path<(String, String)>,
 ) -> ApiResult<Json<VersionView>> {
-    let agent = agent_scope(&state, &me, &agent_id, Role::Admin).await?;
-    execute(
-        &state,
-        &me,
-        &request_id,
-        &agent.establishment_id,
-        &agent_id,
-        AgentCommand::Archive {
-            version_id: version_id.clone(),
-        },
-    )
-    .await?;
-    Ok(Json(version_view(
-        &find_version(&state, &agent_id, &version_id).await?,
-    )))
+    let agent = agent_scope(&pool, &me, &agent_id, Role::Admin).await?;
+    let ctx = acting(&me, &request_id, &agent.establishment_id);
+    let version = agents.archive(&ctx, &agent_id, &version_id).await?;
+    Ok(Json(version.into()))
 }
 
 /// Field-level differences between two versions of an agent: what changes when going from
@@ -728,23 +578,24 @@ async fn archive_version(
     responses((status = 200, body = VersionDiff), (status = 404),
               (status = 422, description = "no `against` and no active version")))]
 async fn diff_versions(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     Path((agent_id, version_id)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<DiffQuery>,
 ) -> ApiResult<Json<VersionDiff>> {
-    let agent = agent_scope(&state, &me, &agent_id, Role::Viewer).await?;
-    let against = match q.against.or(agent.active_version_id) {
-        Some(a) => a,
-        None => {
-            return Err(ApiError::validation(
-                "against",
-                "required: the agent has no active version to compare with",
-            ))
-        }
+    let agent = agent_scope(&pool, &me, &agent_id, Role::Viewer).await?;
+    let Some(against) = q.against.or(agent.active_version_id) else {
+        return Err(ApiError::validation(
+            "against",
+            "required: the agent has no active version to compare with",
+        ));
     };
-    let to = brain_of(&find_version(&state, &agent_id, &version_id).await?)?;
-    let from = brain_of(&find_version(&state, &agent_id, &against).await?)?;
+    let brain = |v: VersionRow| {
+        v.brain()
+            .map_err(|e| ApiError::internal(format!("stored version does not decode: {e}")))
+    };
+    let to = brain(find_version(&pool, &agent_id, &version_id).await?)?;
+    let from = brain(find_version(&pool, &agent_id, &against).await?)?;
     Ok(Json(VersionDiff {
         agent_id,
         version_id,

@@ -1,13 +1,15 @@
 //! `/audit/events`: the event log as auditors read it, in commit order, with secrets redacted.
 //! Establishment admins see their establishments' events, platform admins everything.
 
+use aggregates::common::Role;
 use axum::extract::State;
 use axum::Json;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use projections::event::{Checkpoint, StoredEvent, EVENT_COLUMNS};
+use projections::event::{self, Checkpoint, LogFilter, StoredEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -101,27 +103,54 @@ pub fn redact(v: &mut Value) {
     }
 }
 
+impl From<StoredEvent> for AuditEvent {
+    fn from(e: StoredEvent) -> Self {
+        let mut payload = e.payload;
+        redact(&mut payload);
+        Self {
+            position: e.position,
+            event_id: e.event_id,
+            recorded_at: e.recorded_at,
+            aggregate_type: e.aggregate_type,
+            aggregate_id: e.aggregate_id,
+            sequence: e.sequence,
+            event_type: e.event_type,
+            event_version: e.event_version,
+            payload,
+            metadata: e.metadata,
+        }
+    }
+}
+
+/// The establishments whose events the caller may read: the one asked for (admins of it), else
+/// every one they administer (`None`: all, for platform admins). 403 for admins of nothing.
+fn audit_scope(
+    me: &Principal,
+    establishment_id: Option<&String>,
+) -> ApiResult<Option<Vec<String>>> {
+    if me.platform_admin {
+        return Ok(establishment_id.map(|e| vec![e.clone()]));
+    }
+    if let Some(e) = establishment_id {
+        me.require(e, Role::Admin)?;
+        return Ok(Some(vec![e.clone()]));
+    }
+    let admin_of = me.admin_of();
+    if admin_of.is_empty() {
+        return Err(ApiError::forbidden("the audit log is for admins"));
+    }
+    Ok(Some(admin_of))
+}
+
 /// Events in commit order, filtered and paginated with a cursor.
 #[utoipa::path(get, path = "/audit/events", tag = "audit", security(("bearer" = [])), params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 403, description = "not an admin anywhere"), (status = 404)))]
 async fn list_events(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    let scope: Option<Vec<String>> = if me.platform_admin {
-        q.establishment_id.clone().map(|e| vec![e])
-    } else {
-        let admin_of = me.admin_of();
-        if let Some(e) = &q.establishment_id {
-            me.require(e, aggregates::common::Role::Admin)?;
-            Some(vec![e.clone()])
-        } else if admin_of.is_empty() {
-            return Err(ApiError::forbidden("the audit log is for admins"));
-        } else {
-            Some(admin_of)
-        }
-    };
+    let scope = audit_scope(&me, q.establishment_id.as_ref())?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::validation("limit", "must be between 1 and 500"));
@@ -131,58 +160,21 @@ async fn list_events(
             .ok_or_else(|| ApiError::validation("cursor", "is not a cursor from this API"))?,
         None => Checkpoint::START,
     };
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events
-         WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-           AND (transaction_id, position) > ($1::text::xid8, $2)
-           AND ($3::text IS NULL OR aggregate_type = $3)
-           AND ($4::text IS NULL OR aggregate_id = $4)
-           AND ($5::timestamptz IS NULL OR recorded_at >= $5)
-           AND ($6::timestamptz IS NULL OR recorded_at < $6)
-           AND ($7::text[] IS NULL OR establishment_id = ANY($7))
-         ORDER BY transaction_id, position
-         LIMIT $8"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(after.txid.to_string())
-        .bind(after.position)
-        .bind(&q.aggregate_type)
-        .bind(&q.aggregate_id)
-        .bind(q.from)
-        .bind(q.to)
-        .bind(&scope)
-        .bind(limit)
-        .fetch_all(&state.pool)
-        .await?;
-    let events: Vec<StoredEvent> = rows
-        .iter()
-        .map(StoredEvent::from_row)
-        .collect::<Result<_, _>>()?;
+    let filter = LogFilter {
+        aggregate_type: q.aggregate_type.as_deref(),
+        aggregate_id: q.aggregate_id.as_deref(),
+        from: q.from,
+        to: q.to,
+        establishments: scope.as_deref(),
+    };
+    let events = event::committed_after(&pool, after, &filter, limit).await?;
     let has_more = events.len() as i64 == limit;
     let next_cursor = events
         .last()
         .map(|e| encode_cursor(e.checkpoint()))
-        .or(q.cursor.clone());
+        .or(q.cursor);
     Ok(Json(AuditPage {
-        items: events
-            .into_iter()
-            .map(|e| {
-                let mut payload = e.payload;
-                redact(&mut payload);
-                AuditEvent {
-                    position: e.position,
-                    event_id: e.event_id,
-                    recorded_at: e.recorded_at,
-                    aggregate_type: e.aggregate_type,
-                    aggregate_id: e.aggregate_id,
-                    sequence: e.sequence,
-                    event_type: e.event_type,
-                    event_version: e.event_version,
-                    payload,
-                    metadata: e.metadata,
-                }
-            })
-            .collect(),
+        items: events.into_iter().map(Into::into).collect(),
         next_cursor,
         has_more,
     }))

@@ -235,8 +235,10 @@ impl<E: DomainError> From<ExecError<E>> for ApiError {
 
 mod domain_errors {
     use super::*;
+    use aggregates::agent::AgentError as Ag;
     use aggregates::establishment::EstablishmentError as Es;
     use aggregates::invitation::InvitationError as In;
+    use aggregates::telephony::TelephonyError;
     use aggregates::user::UserError as Us;
 
     impl DomainError for Us {
@@ -290,6 +292,38 @@ mod domain_errors {
                 In::AlreadyAccepted => "token_used",
                 In::Revoked => "invitation_revoked",
             }
+        }
+    }
+
+    impl DomainError for Ag {
+        fn status(&self) -> StatusCode {
+            match self {
+                Ag::NotFound | Ag::VersionNotFound => StatusCode::NOT_FOUND,
+                _ => StatusCode::CONFLICT,
+            }
+        }
+        fn code(&self) -> &'static str {
+            match self {
+                Ag::AlreadyExists | Ag::VersionExists => "already_exists",
+                Ag::NotFound | Ag::VersionNotFound => "not_found",
+                Ag::VersionImmutable => "version_immutable",
+                Ag::VersionArchived => "version_archived",
+                Ag::AlreadyPublished => "version_already_published",
+                Ag::NeverPublished => "version_never_published",
+                Ag::VersionActive => "version_active",
+                Ag::TooManyVersions => "too_many_versions",
+            }
+        }
+    }
+
+    /// A policy the Telephony aggregate refuses is invalid input (the telephony use case
+    /// names the field; this is the fallback).
+    impl DomainError for TelephonyError {
+        fn status(&self) -> StatusCode {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        fn code(&self) -> &'static str {
+            "validation_failed"
         }
     }
 

@@ -1,23 +1,31 @@
 //! `/establishments`: tenants. Members read; establishment admins change; platform admins
 //! and admins of some establishment create.
 
-use aggregates::common::{bounded_text, Locale, Role, Timezone};
-use aggregates::establishment::{Establishment, EstablishmentCommand};
+use std::sync::Arc;
+
+use aggregates::common::{bounded_text, ParseError, Role};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use projections::identity::{self, EstablishmentRow};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
+use sqlx::PgPool;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::application::establishments::{
+    EstablishmentChanges, Establishments, EstablishmentsError, NewEstablishment,
+};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, RequestId as ReqId};
 use crate::http::principal::Principal;
 use crate::state::AppState;
-use crate::store::{Actor, CommandContext, ExecOptions};
+use crate::store::{Actor, CommandContext};
+
+/// Longest establishment name, in characters.
+const MAX_NAME: usize = 200;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -65,30 +73,88 @@ pub struct EstablishmentList {
     pub items: Vec<EstablishmentItem>,
 }
 
+impl CreateEstablishment {
+    fn parse(&self) -> Result<NewEstablishment, ParseError> {
+        Ok(NewEstablishment {
+            name: bounded_text("name", &self.name, MAX_NAME)?,
+            timezone: self.timezone.parse()?,
+            locale: self.locale.parse()?,
+        })
+    }
+}
+
+impl UpdateEstablishment {
+    fn parse(&self) -> Result<EstablishmentChanges, ParseError> {
+        Ok(EstablishmentChanges {
+            name: self
+                .name
+                .as_deref()
+                .map(|n| bounded_text("name", n, MAX_NAME))
+                .transpose()?,
+            timezone: self.timezone.as_deref().map(str::parse).transpose()?,
+            locale: self.locale.as_deref().map(str::parse).transpose()?,
+        })
+    }
+}
+
+impl From<EstablishmentRow> for EstablishmentView {
+    fn from(r: EstablishmentRow) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            timezone: r.timezone,
+            locale: r.locale,
+            created_at: r.created_at,
+        }
+    }
+}
+
+impl From<EstablishmentRow> for EstablishmentItem {
+    fn from(r: EstablishmentRow) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            timezone: r.timezone,
+            locale: r.locale,
+        }
+    }
+}
+
+impl From<EstablishmentsError> for ApiError {
+    fn from(e: EstablishmentsError) -> Self {
+        match e {
+            EstablishmentsError::NotFound => ApiError::not_found("establishment"),
+            EstablishmentsError::Command(e) => e.into(),
+            EstablishmentsError::Unexpected(e) => e.into(),
+        }
+    }
+}
+
+/// 404 for outsiders and unknown establishments, 403 below `needed`.
+pub(crate) async fn establishment_scope(
+    pool: &PgPool,
+    me: &Principal,
+    establishment_id: &str,
+    needed: Role,
+) -> ApiResult<()> {
+    me.require(establishment_id, needed)?;
+    // Platform admins pass `require` for any id: the establishment must also exist.
+    if !identity::establishment_exists(pool, establishment_id).await? {
+        return Err(ApiError::not_found("establishment"));
+    }
+    Ok(())
+}
+
 /// Establishments the caller belongs to (all of them for platform admins).
 #[utoipa::path(get, path = "/establishments", tag = "establishments", security(("bearer" = [])),
     responses((status = 200, body = EstablishmentList)))]
 async fn list_establishments(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
 ) -> ApiResult<Json<EstablishmentList>> {
-    let rows = sqlx::query(
-        "SELECT id, name, timezone, locale FROM rm_establishments
-         WHERE $1::text[] IS NULL OR id = ANY($1) ORDER BY created_at, id",
-    )
-    .bind(me.readable_establishments())
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = identity::establishments(&pool, me.readable_establishments().as_deref()).await?;
     Ok(Json(EstablishmentList {
-        items: rows
-            .iter()
-            .map(|r| EstablishmentItem {
-                id: r.get("id"),
-                name: r.get("name"),
-                timezone: r.get("timezone"),
-                locale: r.get("locale"),
-            })
-            .collect(),
+        items: rows.into_iter().map(Into::into).collect(),
     }))
 }
 
@@ -98,7 +164,7 @@ async fn list_establishments(
     responses((status = 201, body = EstablishmentView), (status = 403, description = "only platform admins and establishment admins create establishments"),
               (status = 422, description = "invalid name, time zone or locale")))]
 async fn create_establishment(
-    State(state): State<AppState>,
+    State(establishments): State<Arc<Establishments>>,
     ReqId(request_id): ReqId,
     me: Principal,
     ApiJson(req): ApiJson<CreateEstablishment>,
@@ -108,46 +174,10 @@ async fn create_establishment(
             "only platform admins and establishment admins can create establishments",
         ));
     }
-    let name = bounded_text("name", &req.name, 200)?;
-    let timezone: Timezone = req.timezone.parse()?;
-    let locale: Locale = req.locale.parse()?;
-    let id = crate::ids::new_id("est");
-    let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
-        .in_establishment(&id);
-    let outcome = state
-        .bus
-        .execute::<Establishment>(
-            &id,
-            EstablishmentCommand::Create {
-                establishment_id: id.clone(),
-                name,
-                timezone,
-                locale,
-                created_by: me.user_id.clone(),
-            },
-            &ctx,
-            ExecOptions::default().fresh(),
-        )
-        .await?;
-    state.bus.visible(&outcome).await;
-    Ok((StatusCode::CREATED, Json(load(&state, &id).await?)))
-}
-
-async fn load(state: &AppState, id: &str) -> ApiResult<EstablishmentView> {
-    let r = sqlx::query(
-        "SELECT id, name, timezone, locale, created_at FROM rm_establishments WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or_else(|| ApiError::not_found("establishment"))?;
-    Ok(EstablishmentView {
-        id: r.get("id"),
-        name: r.get("name"),
-        timezone: r.get("timezone"),
-        locale: r.get("locale"),
-        created_at: r.get("created_at"),
-    })
+    let new = req.parse()?;
+    let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id);
+    let created = establishments.create(&ctx, new).await?;
+    Ok((StatusCode::CREATED, Json(created.into())))
 }
 
 /// One establishment.
@@ -155,12 +185,15 @@ async fn load(state: &AppState, id: &str) -> ApiResult<EstablishmentView> {
     params(("id" = String, Path)),
     responses((status = 200, body = EstablishmentView), (status = 404)))]
 async fn get_establishment(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EstablishmentView>> {
     me.member_of(&id)?;
-    Ok(Json(load(&state, &id).await?))
+    let row = identity::establishment(&pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("establishment"))?;
+    Ok(Json(row.into()))
 }
 
 /// Changes name, time zone or locale (establishment admins).
@@ -168,43 +201,17 @@ async fn get_establishment(
     params(("id" = String, Path)), request_body = UpdateEstablishment,
     responses((status = 200, body = EstablishmentView), (status = 403), (status = 404), (status = 422)))]
 async fn update_establishment(
-    State(state): State<AppState>,
+    State(establishments): State<Arc<Establishments>>,
     ReqId(request_id): ReqId,
     me: Principal,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateEstablishment>,
 ) -> ApiResult<Json<EstablishmentView>> {
     me.require(&id, Role::Admin)?;
-    let name = req
-        .name
-        .as_deref()
-        .map(|n| bounded_text("name", n, 200))
-        .transpose()?;
-    let timezone = req
-        .timezone
-        .as_deref()
-        .map(str::parse::<Timezone>)
-        .transpose()?;
-    let locale = req
-        .locale
-        .as_deref()
-        .map(str::parse::<Locale>)
-        .transpose()?;
+    let changes = req.parse()?;
     let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
         .in_establishment(&id);
-    let outcome = state
-        .bus
-        .execute::<Establishment>(
-            &id,
-            EstablishmentCommand::Update {
-                name,
-                timezone,
-                locale,
-            },
-            &ctx,
-            ExecOptions::default(),
-        )
-        .await?;
-    state.bus.visible(&outcome).await;
-    Ok(Json(load(&state, &id).await?))
+    Ok(Json(
+        establishments.update(&ctx, &id, changes).await?.into(),
+    ))
 }

@@ -2,41 +2,30 @@
 //! inbound numbers and their agents, handoff number, call-duration cap, business hours,
 //! blacklist. Establishment admins change it; every member reads it.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 
 use aggregates::common::{Role, E164};
-use aggregates::telephony::{
-    BusinessHours, InboundNumber, MaxCallDuration, Telephony, TelephonyCommand, TelephonyError,
-    TelephonyPatch, DEFAULT_MAX_CALL_DURATION_SECONDS,
-};
+use aggregates::telephony::{BusinessHours, InboundNumber, MaxCallDuration, TelephonyPatch};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::Json;
+use projections::routing::TelephonyRow;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{json, Value};
-use sqlx::Row;
+use serde_json::Value;
+use sqlx::PgPool;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::agents::establishment_scope;
-use crate::http::error::{ApiError, ApiResult, DomainError};
+use super::establishments::establishment_scope;
+use crate::application::telephony::{PolicyError, TelephonyPolicies};
+use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, RequestId as ReqId};
 use crate::http::principal::Principal;
 use crate::state::AppState;
-use crate::store::{Actor, CommandContext, ExecError, ExecOptions};
+use crate::store::{Actor, CommandContext};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_telephony, update_telephony))
-}
-
-impl DomainError for TelephonyError {
-    fn status(&self) -> StatusCode {
-        StatusCode::UNPROCESSABLE_ENTITY
-    }
-    fn code(&self) -> &'static str {
-        "validation_failed"
-    }
 }
 
 /// An inbound number (documentation of the shape).
@@ -111,32 +100,39 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-async fn load(state: &AppState, establishment_id: &str) -> ApiResult<TelephonyView> {
-    let row = sqlx::query(
-        "SELECT inbound_numbers, handoff_e164, max_call_duration_seconds, business_hours, blacklist_e164
-         FROM rm_telephony WHERE establishment_id = $1",
-    )
-    .bind(establishment_id)
-    .fetch_optional(&state.pool)
-    .await?;
-    Ok(match row {
-        Some(r) => TelephonyView {
-            establishment_id: establishment_id.to_string(),
-            inbound_numbers: r.get("inbound_numbers"),
-            handoff_e164: r.get("handoff_e164"),
-            max_call_duration_seconds: r.get("max_call_duration_seconds"),
-            business_hours: r.get("business_hours"),
-            blacklist_e164: r.get("blacklist_e164"),
-        },
-        None => TelephonyView {
-            establishment_id: establishment_id.to_string(),
-            inbound_numbers: json!([]),
-            handoff_e164: None,
-            max_call_duration_seconds: DEFAULT_MAX_CALL_DURATION_SECONDS as i32,
-            business_hours: json!([]),
-            blacklist_e164: json!([]),
-        },
-    })
+impl From<TelephonyRow> for TelephonyView {
+    fn from(r: TelephonyRow) -> Self {
+        Self {
+            establishment_id: r.establishment_id,
+            inbound_numbers: r.inbound_numbers,
+            handoff_e164: r.handoff_e164,
+            max_call_duration_seconds: r.max_call_duration_seconds,
+            business_hours: r.business_hours,
+            blacklist_e164: r.blacklist_e164,
+        }
+    }
+}
+
+impl From<UpdateTelephony> for TelephonyPatch {
+    fn from(req: UpdateTelephony) -> Self {
+        Self {
+            inbound_numbers: req.inbound_numbers,
+            handoff_e164: req.handoff_e164,
+            max_call_duration_seconds: req.max_call_duration_seconds,
+            business_hours: req.business_hours,
+            blacklist_e164: req.blacklist_e164,
+        }
+    }
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> Self {
+        match e {
+            PolicyError::Invalid(i) => i.into(),
+            PolicyError::Command(e) => e.into(),
+            PolicyError::Unexpected(e) => e.into(),
+        }
+    }
 }
 
 /// The establishment's telephony policy.
@@ -144,12 +140,13 @@ async fn load(state: &AppState, establishment_id: &str) -> ApiResult<TelephonyVi
     params(("id" = String, Path)),
     responses((status = 200, body = TelephonyView), (status = 404)))]
 async fn get_telephony(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     Path(establishment_id): Path<String>,
 ) -> ApiResult<Json<TelephonyView>> {
-    establishment_scope(&state, &me, &establishment_id, Role::Viewer).await?;
-    Ok(Json(load(&state, &establishment_id).await?))
+    establishment_scope(&pool, &me, &establishment_id, Role::Viewer).await?;
+    let policy = projections::routing::telephony(&pool, &establishment_id).await?;
+    Ok(Json(policy.into()))
 }
 
 /// Changes the telephony policy (establishment admins). A number already routed by another
@@ -161,74 +158,18 @@ async fn get_telephony(
               (status = 409, description = "a number belongs to another establishment"),
               (status = 422)))]
 async fn update_telephony(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
+    State(telephony): State<Arc<TelephonyPolicies>>,
     ReqId(request_id): ReqId,
     me: Principal,
     Path(establishment_id): Path<String>,
     ApiJson(req): ApiJson<UpdateTelephony>,
 ) -> ApiResult<Json<TelephonyView>> {
-    establishment_scope(&state, &me, &establishment_id, Role::Admin).await?;
-    if let Some(numbers) = &req.inbound_numbers {
-        check_routing_agents(&state, &establishment_id, numbers).await?;
-    }
+    establishment_scope(&pool, &me, &establishment_id, Role::Admin).await?;
     let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
         .in_establishment(&establishment_id);
-    let outcome = state
-        .bus
-        .execute::<Telephony>(
-            &establishment_id,
-            TelephonyCommand::Update(TelephonyPatch {
-                inbound_numbers: req.inbound_numbers,
-                handoff_e164: req.handoff_e164,
-                max_call_duration_seconds: req.max_call_duration_seconds,
-                business_hours: req.business_hours,
-                blacklist_e164: req.blacklist_e164,
-            }),
-            &ctx,
-            ExecOptions::default(),
-        )
-        .await
-        .map_err(|e| match e {
-            ExecError::Domain(d) => ApiError::validation(d.field(), d.to_string()),
-            e => e.into(),
-        })?;
-    state.bus.visible(&outcome).await;
-    Ok(Json(load(&state, &establishment_id).await?))
-}
-
-/// Every `routing_agent_id` must be an agent of this establishment (agents never move, so
-/// checking before the command is enough).
-async fn check_routing_agents(
-    state: &AppState,
-    establishment_id: &str,
-    numbers: &[InboundNumber],
-) -> ApiResult<()> {
-    let wanted: Vec<&str> = numbers
-        .iter()
-        .map(|n| n.routing_agent_id.as_str())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let found: HashSet<String> =
-        sqlx::query_scalar("SELECT id FROM rm_agents WHERE id = ANY($1) AND establishment_id = $2")
-            .bind(&wanted)
-            .bind(establishment_id)
-            .fetch_all(&state.pool)
-            .await?
-            .into_iter()
-            .collect();
-    if let Some((i, n)) = numbers
-        .iter()
-        .enumerate()
-        .find(|(_, n)| !found.contains(&n.routing_agent_id))
-    {
-        return Err(ApiError::validation(
-            &format!("inbound_numbers[{i}].routing_agent_id"),
-            format!(
-                "{:?} is not an agent of this establishment",
-                n.routing_agent_id
-            ),
-        ));
-    }
-    Ok(())
+    let policy = telephony
+        .update(&ctx, &establishment_id, req.into())
+        .await?;
+    Ok(Json(policy.into()))
 }

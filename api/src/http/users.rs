@@ -1,28 +1,27 @@
 //! Members of an establishment: invitations, the member list, role changes and removal.
 //! Only establishment admins manage users.
 
+use std::sync::Arc;
+
 use aggregates::common::{Email, Role};
-use aggregates::establishment::{Establishment, EstablishmentCommand};
-use aggregates::invitation::{Invitation, InvitationCommand};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
+use projections::identity::{self, InvitationRow, MemberRow};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
+use sqlx::PgPool;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::tokens::one_time_token;
+use crate::application::invitations::{Invitations, InviteError};
+use crate::application::members::{MemberError, Members};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, RequestId as ReqId};
 use crate::http::principal::Principal;
 use crate::state::AppState;
-use crate::store::{Actor, CommandContext, ExecOptions};
-
-/// How long an invitation stays valid.
-pub const INVITATION_TTL_DAYS: i64 = 7;
+use crate::store::{Actor, CommandContext};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -51,7 +50,7 @@ pub struct InviteResponse {
     responses((status = 201, body = InviteResponse), (status = 403), (status = 404),
               (status = 409, description = "already a member"), (status = 422)))]
 async fn invite_user(
-    State(state): State<AppState>,
+    State(invitations): State<Arc<Invitations>>,
     ReqId(request_id): ReqId,
     me: Principal,
     Path(establishment_id): Path<String>,
@@ -60,57 +59,11 @@ async fn invite_user(
     me.require(&establishment_id, Role::Admin)?;
     let email: Email = req.email.parse()?;
     let role: Role = req.role.parse()?;
-    let already: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM rm_memberships m JOIN rm_users u ON u.id = m.user_id
-                        WHERE m.establishment_id = $1 AND u.email = $2)",
-    )
-    .bind(&establishment_id)
-    .bind(email.as_str())
-    .fetch_one(&state.pool)
-    .await?;
-    if already {
-        return Err(ApiError::conflict(
-            "already_member",
-            "this person is already a member",
-        ));
-    }
-    let establishment_name: String =
-        sqlx::query_scalar("SELECT name FROM rm_establishments WHERE id = $1")
-            .bind(&establishment_id)
-            .fetch_optional(&state.pool)
-            .await?
-            .ok_or_else(|| ApiError::not_found("establishment"))?;
-    let invitation_id = crate::ids::new_id("inv");
-    let (token, token_hash) = one_time_token(&invitation_id);
     let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
         .in_establishment(&establishment_id);
-    let outcome = state
-        .bus
-        .execute::<Invitation>(
-            &invitation_id,
-            InvitationCommand::Send {
-                invitation_id: invitation_id.clone(),
-                establishment_id: establishment_id.clone(),
-                email: email.clone(),
-                role,
-                token_hash,
-                expires_at: Utc::now() + Duration::days(INVITATION_TTL_DAYS),
-                invited_by: me.user_id.clone(),
-            },
-            &ctx,
-            ExecOptions::default().fresh(),
-        )
+    let invitation_id = invitations
+        .invite(&ctx, &establishment_id, email, role)
         .await?;
-    state
-        .mailer
-        .enqueue(crate::application::messages::invitation(
-            email.as_str(),
-            &establishment_name,
-            role.as_str(),
-            &state.config.frontend_base_url(),
-            &token,
-        ));
-    state.bus.visible(&outcome).await;
     Ok((
         StatusCode::CREATED,
         Json(InviteResponse {
@@ -118,6 +71,17 @@ async fn invite_user(
             status: "sent",
         }),
     ))
+}
+
+impl From<InviteError> for ApiError {
+    fn from(e: InviteError) -> Self {
+        match e {
+            e @ InviteError::AlreadyMember => ApiError::conflict("already_member", e.to_string()),
+            InviteError::EstablishmentNotFound => ApiError::not_found("establishment"),
+            InviteError::Command(e) => e.into(),
+            InviteError::Unexpected(e) => e.into(),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -150,48 +114,41 @@ pub struct UserList {
 #[utoipa::path(get, path = "/establishments/{id}/users", tag = "users", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = UserList), (status = 404)))]
 async fn list_users(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     me: Principal,
     Path(establishment_id): Path<String>,
 ) -> ApiResult<Json<UserList>> {
     me.member_of(&establishment_id)?;
-    let members = sqlx::query(
-        "SELECT u.id, u.email, u.display_name, m.role, m.created_at
-         FROM rm_memberships m JOIN rm_users u ON u.id = m.user_id
-         WHERE m.establishment_id = $1 ORDER BY m.created_at, u.id",
-    )
-    .bind(&establishment_id)
-    .fetch_all(&state.pool)
-    .await?;
-    let invitations = sqlx::query(
-        "SELECT id, email, role, status, expires_at FROM rm_invitations
-         WHERE establishment_id = $1 AND status = 'pending' AND expires_at > now() ORDER BY created_at",
-    )
-    .bind(&establishment_id)
-    .fetch_all(&state.pool)
-    .await?;
+    let members = identity::members(&pool, &establishment_id).await?;
+    let invitations = identity::pending_invitations(&pool, &establishment_id).await?;
     Ok(Json(UserList {
-        items: members
-            .iter()
-            .map(|r| MemberView {
-                user_id: r.get("id"),
-                email: r.get("email"),
-                display_name: r.get("display_name"),
-                role: r.get::<String, _>("role").parse().unwrap_or(Role::Viewer),
-                joined_at: r.get("created_at"),
-            })
-            .collect(),
-        pending_invitations: invitations
-            .iter()
-            .map(|r| InvitationView {
-                invitation_id: r.get("id"),
-                email: r.get("email"),
-                role: r.get("role"),
-                status: r.get("status"),
-                expires_at: r.get("expires_at"),
-            })
-            .collect(),
+        items: members.into_iter().map(Into::into).collect(),
+        pending_invitations: invitations.into_iter().map(Into::into).collect(),
     }))
+}
+
+impl From<MemberRow> for MemberView {
+    fn from(r: MemberRow) -> Self {
+        Self {
+            role: r.role.parse().unwrap_or(Role::Viewer),
+            user_id: r.user_id,
+            email: r.email,
+            display_name: r.display_name,
+            joined_at: r.joined_at,
+        }
+    }
+}
+
+impl From<InvitationRow> for InvitationView {
+    fn from(r: InvitationRow) -> Self {
+        Self {
+            invitation_id: r.id,
+            email: r.email,
+            role: r.role,
+            status: r.status,
+            expires_at: r.expires_at,
+        }
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -216,7 +173,7 @@ pub struct MembershipView {
     responses((status = 200, body = MembershipView), (status = 403), (status = 404),
               (status = 409, description = "the last admin cannot be demoted"), (status = 422)))]
 async fn change_role(
-    State(state): State<AppState>,
+    State(members): State<Arc<Members>>,
     ReqId(request_id): ReqId,
     me: Principal,
     Path(user_id): Path<String>,
@@ -226,19 +183,9 @@ async fn change_role(
     let role: Role = req.role.parse()?;
     let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
         .in_establishment(&req.establishment_id);
-    let outcome = state
-        .bus
-        .execute::<Establishment>(
-            &req.establishment_id,
-            EstablishmentCommand::ChangeMemberRole {
-                user_id: user_id.clone(),
-                role,
-            },
-            &ctx,
-            ExecOptions::default(),
-        )
+    members
+        .change_role(&ctx, &req.establishment_id, &user_id, role)
         .await?;
-    state.bus.visible(&outcome).await;
     Ok(Json(MembershipView {
         user_id,
         establishment_id: req.establishment_id,
@@ -251,7 +198,7 @@ async fn change_role(
     params(("id" = String, Path), ("userId" = String, Path)),
     responses((status = 204), (status = 403), (status = 404), (status = 409, description = "the last admin cannot be removed")))]
 async fn remove_member(
-    State(state): State<AppState>,
+    State(members): State<Arc<Members>>,
     ReqId(request_id): ReqId,
     me: Principal,
     Path((establishment_id, user_id)): Path<(String, String)>,
@@ -259,15 +206,14 @@ async fn remove_member(
     me.require(&establishment_id, Role::Admin)?;
     let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
         .in_establishment(&establishment_id);
-    let outcome = state
-        .bus
-        .execute::<Establishment>(
-            &establishment_id,
-            EstablishmentCommand::RemoveMember { user_id },
-            &ctx,
-            ExecOptions::default(),
-        )
-        .await?;
-    state.bus.visible(&outcome).await;
+    members.remove(&ctx, &establishment_id, &user_id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+impl From<MemberError> for ApiError {
+    fn from(e: MemberError) -> Self {
+        match e {
+            MemberError::Command(e) => e.into(),
+        }
+    }
 }
