@@ -13,6 +13,7 @@ mod ops;
 mod projector;
 mod runtimes;
 mod store;
+mod structure;
 mod telephony;
 mod tenancy;
 mod twilio;
