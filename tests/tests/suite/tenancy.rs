@@ -31,10 +31,7 @@ async fn m0_admin_creates_an_establishment_invites_an_operator_who_accepts_and_s
     );
 
     let token = app
-        .smtp
-        .as_ref()
-        .unwrap()
-        .wait_for_token("operator@example.com", "Invitation token:")
+        .mailed_token("operator@example.com", "Invitation token:")
         .await;
     let accepted = app
         .request(
@@ -120,10 +117,7 @@ async fn an_invitation_to_an_existing_account_adds_a_membership_without_a_passwo
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let token = app
-        .smtp
-        .as_ref()
-        .unwrap()
-        .wait_for_token("shared@example.com", "Invitation token:")
+        .mailed_token("shared@example.com", "Invitation token:")
         .await;
     let r = app
         .request(
