@@ -49,6 +49,7 @@ pub struct Builder {
     smtp: bool,
     tweak: Vec<ConfigTweak>,
     db_url: Option<String>,
+    twilio: Option<(String, String, String)>,
 }
 
 impl Builder {
@@ -59,6 +60,18 @@ impl Builder {
 
     pub fn config(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
         self.tweak.push(Box::new(f));
+        self
+    }
+
+    /// Wired to the Twilio stand-in: its credentials and API base URL, and a public base URL
+    /// on the loopback listen port (the URL webhooks are signed for). Applied after every
+    /// other tweak, so it sees the final listen address (a free port on 127.0.0.1 if none).
+    pub fn twilio(mut self, twilio: &crate::twilio::TwilioStandIn) -> Self {
+        self.twilio = Some((
+            twilio.account_sid.clone(),
+            twilio.auth_token.clone(),
+            twilio.base_url.clone(),
+        ));
         self
     }
 
@@ -86,6 +99,17 @@ impl Builder {
         for f in self.tweak {
             f(&mut config);
         }
+        if let Some((sid, token, base)) = self.twilio {
+            if config.listen_addr.port() == 0 {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+                config.listen_addr = l.local_addr().expect("addr");
+            }
+            config.public_base_url =
+                Some(format!("http://127.0.0.1:{}", config.listen_addr.port()));
+            config.twilio_account_sid = Some(sid);
+            config.twilio_auth_token = Some(token);
+            config.twilio_api_base_url = base;
+        }
         let app = control_plane::server::start(config)
             .await
             .expect("server starts");
@@ -110,6 +134,7 @@ impl TestApp {
             smtp: false,
             tweak: Vec::new(),
             db_url: None,
+            twilio: None,
         }
     }
 
@@ -144,6 +169,11 @@ impl TestApp {
         if let Err(e) = app.settle(SETTLE_BUDGET).await {
             panic!("the control plane did not settle within {SETTLE_BUDGET:?}: {e:#}");
         }
+    }
+
+    /// The URL Twilio (and the Twilio stand-in) reaches this control plane at.
+    pub fn public_url(&self, path: &str) -> String {
+        format!("{}{path}", self.state().config.public_base_url())
     }
 
     /// The text after `marker` in the mail sent to `to` (a token), once every mail queued so

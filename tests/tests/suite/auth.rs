@@ -3,13 +3,13 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD};
+use tests::fixtures::Tenant;
 use tests::{eventually, secs, TestApp};
 
 #[tokio::test]
 async fn login_answers_exactly_the_appendix_a1_shape() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
+    let Tenant { est, .. } = app.tenant("Helios").await;
     let r = app
         .request(
             Method::POST,

@@ -10,7 +10,7 @@ use tests::runtimes::{RuntimeEnv, IMAGE};
 use tests::twilio::{CallOutcome, Scripted, TwilioStandIn, Webhook};
 use tests::TestApp;
 
-use crate::agents::{brain, create_agent, draft, publish};
+use tests::fixtures::{brain, create_agent, draft, publish};
 
 const NUMBER: &str = "+14158675309";
 const HANDOFF: &str = "+14158671234";

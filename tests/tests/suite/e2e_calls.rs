@@ -18,7 +18,7 @@ use tests::twilio::{TwilioStandIn, ACCOUNT_SID, AUTH_TOKEN};
 use tests::{Json, TestApp};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::agents::{brain, create_agent, draft, map_number, publish, routed_version, NUMBER};
+use tests::fixtures::{brain, create_agent, draft, map_number, publish, routed_version, NUMBER};
 
 /// The public media-stream URL of a runtime: Twilio would reach a proxy at this name; the test
 /// (playing Twilio) resolves `rt-{port}.sim.example.test` to the runtime's published port.

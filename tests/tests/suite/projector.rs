@@ -311,7 +311,7 @@ async fn rebuilt_read_models_equal_the_live_ones() {
 
 /// Agents with a version history and a telephony policy, for the agents and routing projections.
 async fn seed_agents_and_telephony(app: &TestApp, admin: &str, est: &str) {
-    use crate::agents::{brain, create_agent, draft, publish};
+    use tests::fixtures::{brain, create_agent, draft, publish};
     let agent = create_agent(app, admin, est, "Nova").await;
     let second = create_agent(app, admin, est, "Second").await;
     let mut v = Vec::new();

@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tests::TestApp;
 
-use crate::agents::{brain, create_agent, draft, map_number, publish, routed_version, NUMBER};
+use tests::fixtures::{brain, create_agent, draft, map_number, publish, routed_version, NUMBER};
 
 fn rejection(d: RouteDecision) -> Option<Rejection> {
     match d {
