@@ -1,6 +1,7 @@
 //! `TestApp`: the real server on a random port against a fresh database.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use control_plane::config::Config;
 use control_plane::server::App;
@@ -13,6 +14,9 @@ use crate::smtp::SmtpServer;
 
 pub const ADMIN_EMAIL: &str = "root@platform.test";
 pub const ADMIN_PASSWORD: &str = "root-password-123";
+/// How long [`TestApp::settle`] waits for the system to get quiet. Generous: it only runs out
+/// when something is wrong (a worker stuck, work that keeps making work).
+pub const SETTLE_BUDGET: Duration = Duration::from_secs(60);
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -45,6 +49,7 @@ pub struct Builder {
     smtp: bool,
     tweak: Vec<ConfigTweak>,
     db_url: Option<String>,
+    twilio: Option<(String, String, String)>,
 }
 
 impl Builder {
@@ -55,6 +60,18 @@ impl Builder {
 
     pub fn config(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
         self.tweak.push(Box::new(f));
+        self
+    }
+
+    /// Wired to the Twilio stand-in: its credentials and API base URL, and a public base URL
+    /// on the loopback listen port (the URL webhooks are signed for). Applied after every
+    /// other tweak, so it sees the final listen address (a free port on 127.0.0.1 if none).
+    pub fn twilio(mut self, twilio: &crate::twilio::TwilioStandIn) -> Self {
+        self.twilio = Some((
+            twilio.account_sid.clone(),
+            twilio.auth_token.clone(),
+            twilio.base_url.clone(),
+        ));
         self
     }
 
@@ -70,7 +87,10 @@ impl Builder {
             Some(u) => u,
             None => crate::db::fresh_database().await,
         };
-        let smtp = self.smtp.then(SmtpServer::start);
+        let smtp = match self.smtp {
+            true => Some(SmtpServer::start().await),
+            false => None,
+        };
         let mut config = Config::for_database(&db_url);
         config.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
         config.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
@@ -78,6 +98,17 @@ impl Builder {
         config.projector_poll_ms = 50;
         for f in self.tweak {
             f(&mut config);
+        }
+        if let Some((sid, token, base)) = self.twilio {
+            if config.listen_addr.port() == 0 {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+                config.listen_addr = l.local_addr().expect("addr");
+            }
+            config.public_base_url =
+                Some(format!("http://127.0.0.1:{}", config.listen_addr.port()));
+            config.twilio_account_sid = Some(sid);
+            config.twilio_auth_token = Some(token);
+            config.twilio_api_base_url = base;
         }
         let app = control_plane::server::start(config)
             .await
@@ -103,6 +134,7 @@ impl TestApp {
             smtp: false,
             tweak: Vec::new(),
             db_url: None,
+            twilio: None,
         }
     }
 
@@ -116,6 +148,48 @@ impl TestApp {
 
     pub fn pool(&self) -> &sqlx::PgPool {
         &self.state().pool
+    }
+
+    /// Waits until the system is quiet: every projector has caught up with every event
+    /// committed so far and no background work (placement, handoff, mail, analysis) is in
+    /// flight, repeated until a round commits nothing new. After an action whose effects are
+    /// asynchronous (a webhook, a runtime event, a worker outcome), settle, then assert.
+    ///
+    /// It does not wait for what happens outside the process (Docker, a runtime's own
+    /// timeline, another control plane): see [`crate::wait::eventually`].
+    ///
+    /// A live call's sentiment recomputation counts as background work and is throttled
+    /// (`Config::sentiment_interval_ms`, 10 s by default): a settle right after new customer
+    /// segments of a call whose sentiment was just computed waits for the throttle. No test
+    /// settles there, so test control planes keep the default: at 100 ms, the 10,000-event
+    /// ingestion test recomputes 40 long transcripts ten times a second and the whole suite
+    /// takes twice as long.
+    pub async fn settle(&self) {
+        let app = self.app.as_ref().expect("running");
+        if let Err(e) = app.settle(SETTLE_BUDGET).await {
+            panic!("the control plane did not settle within {SETTLE_BUDGET:?}: {e:#}");
+        }
+    }
+
+    /// The URL Twilio (and the Twilio stand-in) reaches this control plane at.
+    pub fn public_url(&self, path: &str) -> String {
+        format!("{}{path}", self.state().config.public_base_url())
+    }
+
+    /// The text after `marker` in the mail sent to `to` (a token), once every mail queued so
+    /// far has been handed to the SMTP server. Panics when no such mail was sent.
+    pub async fn mailed_token(&self, to: &str, marker: &str) -> String {
+        self.settle().await;
+        let smtp = self
+            .smtp
+            .as_ref()
+            .expect("a control plane built with .smtp()");
+        smtp.token(to, marker).unwrap_or_else(|| {
+            panic!(
+                "no mail to {to} containing {marker:?} was sent; got {:?}",
+                smtp.mails()
+            )
+        })
     }
 
     /// Stops the server (the database stays, for a restart on the same data).

@@ -1,11 +1,11 @@
 //! A fresh PostgreSQL database per test, cloned from a template migrated once per set of
 //! migrations (so each test starts from the real schema in milliseconds).
 
-use std::time::Duration;
-
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::wait::{eventually, secs};
 
 fn base_url() -> String {
     match std::env::var("DATABASE_URL") {
@@ -33,17 +33,12 @@ fn template_name() -> String {
 
 async fn admin_conn() -> PgConnection {
     let url = with_db(&base_url(), "postgres");
-    let mut last = None;
-    for _ in 0..20 {
-        match PgConnection::connect(&url).await {
-            Ok(c) => return c,
-            Err(e) => {
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-    }
-    panic!("cannot reach PostgreSQL at {url}: {last:?} (start it with scripts/pg.sh)");
+    eventually(
+        &format!("PostgreSQL reachable at {url} (start it with scripts/pg.sh)"),
+        secs(5),
+        async || PgConnection::connect(&url).await.map_err(|e| e.to_string()),
+    )
+    .await
 }
 
 /// Creates the migrated template once (safe across concurrent test processes).
@@ -92,22 +87,19 @@ pub async fn fresh_database() -> String {
     let mut admin = admin_conn().await;
     let template = ensure_template(&mut admin).await;
     let name = format!("cpt_{}", ulid::Ulid::new().to_string().to_ascii_lowercase());
-    let mut attempts = 0;
-    loop {
-        // CREATE DATABASE fails while another session is connected to the template.
-        match sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
-            .execute(&mut admin)
-            .await
-        {
-            Ok(_) => break,
-            Err(e) if attempts < 50 => {
-                attempts += 1;
-                tracing::debug!(error = %e, "template busy; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("cannot create test database: {e}"),
-        }
-    }
+    // CREATE DATABASE fails while another session (another test process cloning it) is
+    // connected to the template.
+    eventually(
+        "a test database cloned from the template",
+        secs(10),
+        async || {
+            sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+                .execute(&mut admin)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
     with_db(&base_url(), &name)
 }
 

@@ -1,16 +1,21 @@
 //! Test harness: a fresh database per test (cloned from a migrated template), the real server
-//! on a random port, a real SMTP server, and small HTTP helpers.
+//! on a random port, a real SMTP server, small HTTP helpers, the setup the suite shares
+//! (`fixtures`), and the two ways to wait on the system (`TestApp::settle` for what happens in
+//! the control plane, `wait::eventually` for what takes real time outside it).
 //!
 //! Under `CI=true` a missing dependency (PostgreSQL, Python's aiosmtpd, Docker) fails the test
 //! loudly; nothing is skipped.
 
 pub mod app;
 pub mod db;
+pub mod fixtures;
 pub mod runtimes;
 pub mod smtp;
 pub mod twilio;
+pub mod wait;
 
 pub use app::{Json, TestApp};
+pub use wait::{eventually, secs};
 
 /// Whether we run in CI, where missing dependencies must fail tests.
 pub fn in_ci() -> bool {

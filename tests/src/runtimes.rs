@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use parking_lot::Mutex;
 use sqlx::{Connection, PgConnection};
 
-use crate::app::Builder;
+use crate::app::{Builder, TestApp};
 
 pub const IMAGE: &str = "agent-runtime-sim:latest";
 /// Health interval of test control planes: "within two cycles" stays short.
@@ -17,6 +17,15 @@ const WINDOW: u16 = 20;
 const FIRST_PORT: u16 = 20000;
 const WINDOWS: i32 = 500;
 const LOCK_SPACE: i32 = 731_104;
+
+/// A free TCP port on every interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
 
 /// Runs `docker args…`; returns (success, stdout or, on failure, stderr).
 pub fn docker(args: &[&str]) -> (bool, String) {
@@ -136,10 +145,12 @@ impl RuntimeEnv {
     /// A control plane that runtimes can reach (listening on every interface, with
     /// RUNTIME_CONTROL_PLANE_URL on the Docker bridge), using this window's ports.
     pub fn configure(&self, builder: Builder) -> Builder {
-        let port = {
-            let l = std::net::TcpListener::bind("0.0.0.0:0").expect("free port");
-            l.local_addr().expect("addr").port()
-        };
+        self.configure_on(builder, free_port())
+    }
+
+    /// As [`RuntimeEnv::configure`], on a given port (a control plane restarted on the port
+    /// its runtimes were given).
+    pub fn configure_on(&self, builder: Builder, port: u16) -> Builder {
         let (first, last) = (self.first_port, self.last_port);
         builder.config(move |c| {
             c.listen_addr = format!("0.0.0.0:{port}").parse().expect("address");
@@ -151,6 +162,19 @@ impl RuntimeEnv {
             c.runtime.runtime_memory_mb = 64;
             c.runtime.runtime_cpus = 0.5;
         })
+    }
+
+    /// Starts a control plane configured for this window ([`RuntimeEnv::configure`]) whose
+    /// containers go when the test ends.
+    pub async fn spawn(&self, builder: Builder) -> TestApp {
+        self.spawn_on(builder, free_port()).await
+    }
+
+    /// As [`RuntimeEnv::spawn`], on a given port.
+    pub async fn spawn_on(&self, builder: Builder, port: u16) -> TestApp {
+        let app = self.configure_on(builder, port).spawn().await;
+        self.track(&app.state().runtimes.instance_id);
+        app
     }
 
     /// Remembers a control plane whose containers go when the test ends.

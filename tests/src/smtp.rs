@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub struct SmtpServer {
     pub port: u16,
@@ -11,7 +10,7 @@ pub struct SmtpServer {
 }
 
 impl SmtpServer {
-    pub fn start() -> SmtpServer {
+    pub async fn start() -> SmtpServer {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             l.local_addr().expect("addr").port()
@@ -31,13 +30,17 @@ impl SmtpServer {
             .unwrap_or_else(|e| {
                 panic!("cannot start the test SMTP server (python3 -m aiosmtpd; pip install aiosmtpd): {e}")
             });
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                panic!("the test SMTP server did not start on port {port}; is aiosmtpd installed (pip install aiosmtpd)?");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // A process starting: real time, outside the control plane.
+        crate::wait::eventually(
+            "the test SMTP server (python3 -m aiosmtpd; pip install aiosmtpd) listening",
+            crate::wait::secs(15),
+            async || {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map_err(|e| format!("port {port}: {e}"))
+            },
+        )
+        .await;
         SmtpServer { port, dir, child }
     }
 
@@ -60,36 +63,26 @@ impl SmtpServer {
         out
     }
 
-    /// Waits for a mail to `to` whose text contains `marker`; returns the value after the
-    /// marker (up to whitespace).
-    pub async fn wait_for_token(&self, to: &str, marker: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            for m in self.mails() {
-                let unfolded = m.replace("=\r\n", "").replace("=\n", "");
-                if unfolded
-                    .to_ascii_lowercase()
-                    .contains(&to.to_ascii_lowercase())
-                {
-                    if let Some(i) = unfolded.find(marker) {
-                        let rest = &unfolded[i + marker.len()..];
-                        let token: String = rest
-                            .trim_start()
-                            .chars()
-                            .take_while(|c| !c.is_whitespace())
-                            .collect();
-                        return token.replace("=3D", "=");
-                    }
-                }
+    /// The value after `marker` (up to whitespace) in a mail to `to` received so far, if any.
+    /// To wait until the control plane has sent what it queued, see
+    /// [`crate::TestApp::mailed_token`].
+    pub fn token(&self, to: &str, marker: &str) -> Option<String> {
+        self.mails().into_iter().find_map(|m| {
+            let unfolded = m.replace("=\r\n", "").replace("=\n", "");
+            if !unfolded
+                .to_ascii_lowercase()
+                .contains(&to.to_ascii_lowercase())
+            {
+                return None;
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "no mail to {to} containing {marker:?} arrived; got {:?}",
-                    self.mails()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            let i = unfolded.find(marker)?;
+            let token: String = unfolded[i + marker.len()..]
+                .trim_start()
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .collect();
+            Some(token.replace("=3D", "="))
+        })
     }
 }
 

@@ -1,51 +1,13 @@
 //! Appendix C M4: agents, versioned brains, publish and rollback, and the routing model that
 //! follows them; roles, tenancy and bad input on every agent endpoint.
 
-use aggregates::telephony::{RouteDecision, RouteTarget};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tests::app::Resp;
+use tests::fixtures::{
+    brain, create_agent, draft, map_number, publish, routed_version, Tenant, NUMBER,
+};
 use tests::TestApp;
-
-pub const NUMBER: &str = "+14158675309";
-
-pub fn brain(name: &str) -> Value {
-    json!({
-        "name": name,
-        "prompt": "You are a helpful assistant...",
-        "model": {"provider": "openai", "model": "gpt-4.1-mini", "temperature": 0.7, "max_tokens": 1024},
-        "tools": {"email": {"enabled": true}, "calendar": {"enabled": true}, "whatsapp_messaging": {"enabled": false}},
-    })
-}
-
-pub async fn create_agent(app: &TestApp, token: &str, est: &str, name: &str) -> String {
-    let r = app
-        .post(
-            &format!("/establishments/{est}/agents"),
-            token,
-            json!({"name": name, "description": "Concierge and support agent"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "create agent: {}", r.text);
-    r.body["id"].as_str().unwrap().to_string()
-}
-
-pub async fn draft(app: &TestApp, token: &str, agent: &str, body: Value) -> String {
-    let r = app
-        .post(&format!("/agents/{agent}/versions"), token, body)
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "draft: {}", r.text);
-    r.body["id"].as_str().unwrap().to_string()
-}
-
-pub async fn publish(app: &TestApp, token: &str, agent: &str, version: &str) -> Resp {
-    app.post(
-        &format!("/agents/{agent}/versions/{version}/publish"),
-        token,
-        json!({}),
-    )
-    .await
-}
 
 async fn rollback(app: &TestApp, token: &str, agent: &str, version: &str) -> Resp {
     app.post(
@@ -56,35 +18,10 @@ async fn rollback(app: &TestApp, token: &str, agent: &str, version: &str) -> Res
     .await
 }
 
-/// Routes `number` to `agent` in `est`.
-pub async fn map_number(app: &TestApp, token: &str, est: &str, number: &str, agent: &str) {
-    let r = app
-        .patch(
-            &format!("/establishments/{est}/telephony"),
-            token,
-            json!({"inbound_numbers": [{"provider": "twilio", "e164": number, "routing_agent_id": agent}]}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "map number: {}", r.text);
-}
-
-/// The version the in-memory routing model sends a call to `number` to, right now.
-pub fn routed_version(app: &TestApp, number: &str) -> Option<String> {
-    match app
-        .state()
-        .routing
-        .route(number, "+14155550100", chrono::Utc::now())
-    {
-        RouteDecision::Accept(RouteTarget { version_id, .. }) => Some(version_id),
-        RouteDecision::Reject(_) => None,
-    }
-}
-
 #[tokio::test]
 async fn m4_admin_publishes_v1_then_v2_rolls_back_to_v1_and_calls_route_to_v1() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios Energy HQ").await;
+    let Tenant { est, .. } = app.tenant("Helios Energy HQ").await;
     let admin = app.seed_member(&est, "admin@example.com", "admin").await;
 
     // The agent (A.3 shape).
@@ -212,8 +149,7 @@ async fn m4_admin_publishes_v1_then_v2_rolls_back_to_v1_and_calls_route_to_v1() 
 #[tokio::test]
 async fn a_published_version_is_immutable() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
     let agent = create_agent(&app, &root, &est, "Nova").await;
     let v1 = draft(&app, &root, &agent, brain("v1")).await;
     assert_eq!(
@@ -260,8 +196,7 @@ async fn a_published_version_is_immutable() {
 #[tokio::test]
 async fn a_draft_is_edited_field_by_field_until_it_is_published() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
     let agent = create_agent(&app, &root, &est, "Nova").await;
     let v1 = draft(&app, &root, &agent, brain("v1")).await;
     let r = app
@@ -301,8 +236,7 @@ async fn a_draft_is_edited_field_by_field_until_it_is_published() {
 #[tokio::test]
 async fn publish_rollback_and_archive_follow_the_version_lifecycle() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
     let agent = create_agent(&app, &root, &est, "Nova").await;
     let v1 = draft(&app, &root, &agent, brain("v1")).await;
     let v2 = draft(&app, &root, &agent, brain("v2")).await;
@@ -385,8 +319,7 @@ async fn publish_rollback_and_archive_follow_the_version_lifecycle() {
 #[tokio::test]
 async fn the_diff_shows_field_by_field_what_a_publish_changes() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
     let agent = create_agent(&app, &root, &est, "Nova").await;
     let v1 = draft(&app, &root, &agent, brain("v1")).await;
     // Without an active version there is nothing to compare with by default.
@@ -442,8 +375,7 @@ async fn the_diff_shows_field_by_field_what_a_publish_changes() {
 #[tokio::test]
 async fn bad_agent_and_version_input_is_refused_with_422_naming_the_field() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
     let agent = create_agent(&app, &root, &est, "Nova").await;
 
     for (body, field) in [
@@ -563,8 +495,7 @@ async fn bad_agent_and_version_input_is_refused_with_422_naming_the_field() {
 #[tokio::test]
 async fn operators_and_viewers_read_agents_but_only_admins_change_them() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
     let agent = create_agent(&app, &root, &est, "Nova").await;
     let v1 = draft(&app, &root, &agent, brain("v1")).await;
     publish(&app, &root, &agent, &v1).await;

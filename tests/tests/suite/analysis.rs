@@ -3,7 +3,6 @@
 //! summary as the fallback.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use aggregates::call::*;
 use axum::routing::post;
@@ -11,6 +10,7 @@ use axum::{Json, Router};
 use control_plane::store::{CommandContext, ExecOptions};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+use tests::fixtures::Tenant;
 use tests::TestApp;
 
 /// Plays a short call through the command bus (as ingestion would) and returns its id.
@@ -73,16 +73,16 @@ async fn play_call(app: &TestApp, est: &str, lines: &[(Speaker, &str)]) -> Strin
     call_id
 }
 
-async fn wait_summary(app: &TestApp, token: &str, call_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let d = app.get(&format!("/calls/{call_id}"), token).await.body;
-        if d["summary"]["text"].is_string() && d["sentiment"]["label"].is_string() {
-            return d;
-        }
-        assert!(Instant::now() < deadline, "no summary within 10 s: {d}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The call once the system is quiet: the analysis worker has written its summary and
+/// sentiment.
+async fn analysed(app: &TestApp, token: &str, call_id: &str) -> Value {
+    app.settle().await;
+    let d = app.get(&format!("/calls/{call_id}"), token).await.body;
+    assert!(
+        d["summary"]["text"].is_string() && d["sentiment"]["label"].is_string(),
+        "no summary or sentiment: {d}"
+    );
+    d
 }
 
 const ANGRY: &[(Speaker, &str)] = &[
@@ -107,10 +107,9 @@ const ANGRY: &[(Speaker, &str)] = &[
 #[tokio::test]
 async fn the_embedded_models_summarise_and_score_a_call_once_it_ends() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
     let call_id = play_call(&app, &est, ANGRY).await;
-    let d = wait_summary(&app, &root, &call_id).await;
+    let d = analysed(&app, &root, &call_id).await;
     assert_eq!(d["summary"]["generator"], "extractive-v1");
     assert!(
         d["summary"]["text"]
@@ -177,7 +176,7 @@ async fn an_llm_endpoint_writes_the_summary_and_the_extractive_one_covers_its_fa
         let root = app.root_token().await;
         let est = app.create_establishment(&root, "Helios").await;
         let call_id = play_call(&app, &est, ANGRY).await;
-        let d = wait_summary(&app, &root, &call_id).await;
+        let d = analysed(&app, &root, &call_id).await;
         let requests = seen.lock().clone();
         assert_eq!(requests.len(), 1, "one completion request per call");
         assert_eq!(requests[0]["authorization"], "Bearer sk-test");

@@ -3,11 +3,11 @@
 //! transcript, tool log and recording read models it feeds.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tests::runtimes::{container_env, RuntimeEnv, IMAGE};
+use tests::fixtures::ready_runtime;
+use tests::runtimes::{container_env, RuntimeEnv};
 use tests::TestApp;
 
 struct Runtime {
@@ -19,38 +19,19 @@ struct Runtime {
 /// A ready runtime for a new establishment, and the token its container was given.
 async fn runtime(app: &TestApp, root: &str, name: &str) -> Runtime {
     let est = app.create_establishment(root, name).await;
-    let r = app
-        .post(
-            &format!("/establishments/{est}/runtime"),
-            root,
-            json!({"image": IMAGE}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let container = r.body["container_name"].as_str().unwrap().to_string();
-    let r = app
-        .post(&format!("/runtimes/{id}/start"), root, json!({}))
-        .await;
-    assert!(r.status.is_success(), "{}", r.text);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let token = loop {
-        let s = app.get(&format!("/runtimes/{id}/status"), root).await;
-        if s.body["status"] == "running" {
-            if let Some(t) = container_env(&container, "CONTROL_PLANE_TOKEN") {
-                break t;
-            }
-        }
-        assert!(Instant::now() < deadline, "runtime never ran: {}", s.text);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    Runtime { id, est, token }
+    let rt = ready_runtime(app, root, &est, json!({})).await;
+    let token = container_env(&rt.container_name, "CONTROL_PLANE_TOKEN")
+        .expect("the container was given CONTROL_PLANE_TOKEN");
+    Runtime {
+        id: rt.id,
+        est,
+        token,
+    }
 }
 
 async fn setup() -> Option<(RuntimeEnv, TestApp, String)> {
     let env = RuntimeEnv::acquire().await?;
-    let app = env.configure(TestApp::builder()).spawn().await;
-    env.track(&app.state().runtimes.instance_id);
+    let app = env.spawn(TestApp::builder()).await;
     let root = app.root_token().await;
     Some((env, app, root))
 }
@@ -275,8 +256,8 @@ async fn events_from_the_runtime_open_the_call_and_twilio_merges_in_later() {
     .fetch_one(app.pool())
     .await
     .unwrap();
-    // Ingestion answers before the read models show the events (within milliseconds).
-    app.state().projectors.catch_up().await.unwrap();
+    // Ingestion answers before the read models show the events (and before the summary).
+    app.settle().await;
     let d = app.get(&format!("/calls/{call_id}"), &root).await;
     assert_eq!(d.status, StatusCode::OK, "{}", d.text);
     assert_eq!(d.body["provider_call_sid"], call_sid.as_str());
@@ -334,20 +315,14 @@ async fn events_from_the_runtime_open_the_call_and_twilio_merges_in_later() {
         StatusCode::NOT_FOUND
     );
 
-    // Summary and sentiment follow the end of the call.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let d = app.get(&format!("/calls/{call_id}"), &root).await.body;
-        if d["summary"]["text"].is_string() && d["sentiment"]["label"].is_string() {
-            assert!(
-                d["sentiment"]["score"].as_f64().unwrap() >= 0.0
-                    && d["sentiment"]["score"].as_f64().unwrap() <= 1.0
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no summary/sentiment: {d}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Summary and sentiment follow the end of the call (the system settled above).
+    let d = app.get(&format!("/calls/{call_id}"), &root).await.body;
+    assert!(
+        d["summary"]["text"].is_string() && d["sentiment"]["label"].is_string(),
+        "no summary/sentiment: {d}"
+    );
+    let score = d["sentiment"]["score"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&score), "{d}");
 }
 
 #[tokio::test]
@@ -369,18 +344,11 @@ async fn the_transcript_poll_returns_only_new_segments_after_the_cursor_in_speak
     .fetch_one(app.pool())
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let first = loop {
-        let r = app
-            .get(&format!("/calls/{call_id}/transcript"), &root)
-            .await;
-        // 404 until the projector has seen the call: the read model is eventually consistent.
-        let n = r.body["items"].as_array().map_or(0, Vec::len);
-        if n == 4 || Instant::now() > deadline {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // Ingestion answers before the read models show the events.
+    app.settle().await;
+    let first = app
+        .get(&format!("/calls/{call_id}/transcript"), &root)
+        .await;
     let ids = |r: &tests::app::Resp| -> Vec<String> {
         r.body["items"]
             .as_array()
@@ -412,19 +380,13 @@ async fn the_transcript_poll_returns_only_new_segments_after_the_cursor_in_speak
         let r = post(&app, &rt.token, e).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let next = loop {
-        let r = app
-            .get(
-                &format!("/calls/{call_id}/transcript?cursor={cursor}"),
-                &root,
-            )
-            .await;
-        if r.body["is_complete"] == true || Instant::now() > deadline {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    app.settle().await;
+    let next = app
+        .get(
+            &format!("/calls/{call_id}/transcript?cursor={cursor}"),
+            &root,
+        )
+        .await;
     let new_ids = ids(&next);
     assert_eq!(new_ids.len(), 7, "{new_ids:?} {}", next.text);
     assert_eq!(
@@ -568,7 +530,7 @@ async fn the_same_ten_thousand_events_sent_twice_by_sixteen_senders_are_stored_o
         .await
         .unwrap();
     assert_eq!(keys, 10_000, "exactly 10,000 events stored");
-    app.state().projectors.catch_up().await.unwrap();
+    app.settle().await;
     assert_eq!(
         read_models(&app, &once.est).await,
         read_models(&app, &twice.est).await

@@ -44,8 +44,7 @@ async fn simulated_calls_are_ingested_and_every_transcript_is_seen_complete_with
     let Some(env) = RuntimeEnv::acquire().await else {
         return;
     };
-    let app = env.configure(TestApp::builder()).spawn().await;
-    env.track(&app.state().runtimes.instance_id);
+    let app = env.spawn(TestApp::builder()).await;
     let dir = std::env::temp_dir().join(format!("loadgen-test-{}", ulid::Ulid::new()));
     let report_path = dir.join("calls.json");
     let args = CallsArgs {
@@ -83,7 +82,7 @@ async fn simulated_calls_are_ingested_and_every_transcript_is_seen_complete_with
     );
 
     // The server agrees: two establishments, four ended calls, six segments each.
-    app.state().projectors.catch_up().await.unwrap();
+    app.settle().await;
     let (calls, ended, segments): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE NOT active),
                 (SELECT count(*) FROM rm_transcript_segments)
@@ -111,11 +110,8 @@ async fn signed_incoming_call_webhooks_are_all_routed_to_the_runtime() {
         return;
     };
     let app = env
-        .configure(TestApp::builder())
-        .config(|c| c.twilio_auth_token = Some(TWILIO_TOKEN.into()))
-        .spawn()
+        .spawn(TestApp::builder().config(|c| c.twilio_auth_token = Some(TWILIO_TOKEN.into())))
         .await;
-    env.track(&app.state().runtimes.instance_id);
     let report = webhooks::run(webhooks_args(&app, 4, 0.0, 40, 4))
         .await
         .expect("the run completes");
@@ -124,7 +120,7 @@ async fn signed_incoming_call_webhooks_are_all_routed_to_the_runtime() {
     assert!(report["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
     // Every request was a distinct call, routed to the runtime (at least 40 + 4 warm-up).
     // Webhooks answer before the read models show the calls.
-    app.state().projectors.catch_up().await.unwrap();
+    app.settle().await;
     let accepted: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM rm_calls WHERE direction = 'inbound' AND routing->>'outcome' = 'accepted'",
     )

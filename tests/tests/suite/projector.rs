@@ -7,10 +7,11 @@ use aggregates::user::{User, UserCommand};
 use async_trait::async_trait;
 use control_plane::store::{CommandBus, CommandContext, EventStore, ExecOptions};
 use projections::runner::{Batch, Projector};
-use projections::{Hub, Projection, ProjectorConfig, StoredEvent};
+use projections::{Checkpoint, Hub, Projection, ProjectorConfig, StoredEvent};
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
-use tests::TestApp;
+use tests::fixtures::{brain, create_agent, draft, publish};
+use tests::{eventually, secs, TestApp};
 
 /// Records every event it applies; applying one twice violates the primary key.
 struct Recorder;
@@ -155,6 +156,7 @@ async fn the_running_projector_picks_up_a_late_commit_from_another_process_by_po
         },
     );
     let tasks = projectors.spawn();
+    let recorder = projectors.get("recorder").unwrap().clone();
     let mut slow = pool.begin().await.unwrap();
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -166,17 +168,30 @@ async fn the_running_projector_picks_up_a_late_commit_from_another_process_by_po
     for i in 0..5 {
         register(&bus, &format!("w{i}@example.com")).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The projector looks (a batch of its own, once the running task lets go of the lock):
+    // nothing past the open transaction is applied.
+    let batch = eventually("a batch of the recorder", secs(10), async || match recorder
+        .run_batch()
+        .await
+        .unwrap()
+    {
+        Batch::Busy => Err("busy".to_string()),
+        b => Ok(b),
+    })
+    .await;
+    assert_eq!(batch, Batch::Idle);
     assert!(applied(&pool).await.is_empty());
     slow.commit().await.unwrap(); // no local notification: only polling can find it
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while applied(&pool).await.len() < 6 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "projector did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+                                  // Polling (every 50 ms) is the subject: real time.
+    eventually(
+        "the running projector finds the late commit",
+        secs(10),
+        async || match applied(&pool).await.len() {
+            6 => Ok(()),
+            n => Err(format!("{n} applied")),
+        },
+    )
+    .await;
     assert_eq!(applied(&pool).await, user_positions(&pool).await);
     for t in tasks {
         t.abort();
@@ -207,12 +222,27 @@ async fn a_projector_killed_between_or_during_batches_resumes_with_nothing_skipp
     drop(first);
     assert_eq!(applied(&pool).await.len(), 150);
 
-    // Killed at an arbitrary moment, possibly mid-batch.
+    // Killed at an arbitrary moment, possibly mid-batch: once it reports having passed the
+    // 300th event.
+    let (txid, position): (String, i64) = sqlx::query_as(
+        "SELECT transaction_id::text, position FROM events WHERE aggregate_type = 'User'
+         ORDER BY transaction_id, position OFFSET 299 LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let three_hundredth = Checkpoint {
+        txid: txid.parse().unwrap(),
+        position,
+    };
     let second = projector(&pool, &hub, 50);
     let task = tokio::spawn(second.clone().run());
-    while applied(&pool).await.len() < 300 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    assert!(
+        hub.wait_for("User", three_hundredth, Duration::from_secs(20))
+            .await,
+        "the second projector never passed the 300th event"
+    );
+    assert!(applied(&pool).await.len() >= 300);
     task.abort();
     let _ = task.await;
     drop(second);
@@ -287,7 +317,7 @@ async fn rebuilt_read_models_equal_the_live_ones() {
     seed_call(&app, &ests[0]).await;
     seed_call(&app, &ests[1]).await;
 
-    app.state().projectors.catch_up().await.unwrap();
+    app.settle().await;
     for projection in control_plane::state::projections() {
         let live = dump(app.pool(), projection.tables()).await;
         assert!(live
@@ -311,7 +341,6 @@ async fn rebuilt_read_models_equal_the_live_ones() {
 
 /// Agents with a version history and a telephony policy, for the agents and routing projections.
 async fn seed_agents_and_telephony(app: &TestApp, admin: &str, est: &str) {
-    use crate::agents::{brain, create_agent, draft, publish};
     let agent = create_agent(app, admin, est, "Nova").await;
     let second = create_agent(app, admin, est, "Second").await;
     let mut v = Vec::new();
@@ -401,23 +430,22 @@ async fn seed_runtime(app: &TestApp, est: &str, host_port: u16) {
         app.state().bus.visible(&outcome).await;
     }
     app.state().runtimes.ops_wake.notify_one();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while app
-        .state()
-        .bus
-        .load::<Runtime>(&id)
-        .await
-        .unwrap()
-        .0
-        .pending
-        .is_some()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the runtime worker never answered"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // The runtime worker asks Docker for the image (outside the process): real time.
+    eventually("the runtime worker answers", secs(20), async || {
+        match app
+            .state()
+            .bus
+            .load::<Runtime>(&id)
+            .await
+            .unwrap()
+            .0
+            .pending
+        {
+            None => Ok(()),
+            Some(op) => Err(format!("pending {op:?}")),
+        }
+    })
+    .await;
 }
 
 /// A call with routing, Twilio callbacks, transcript, tools, recording, sentiment and summary.
@@ -555,22 +583,13 @@ async fn seed_call(app: &TestApp, est: &str) {
         app.state().bus.visible(&outcome).await;
     }
     // The analysis worker adds sentiment and the summary after the call ended.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let done: bool = sqlx::query_scalar(
-            "SELECT summary IS NOT NULL AND sentiment IS NOT NULL FROM rm_calls WHERE id = $1",
-        )
-        .bind(&call_id)
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
-        if done {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no summary for the seeded call"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    app.settle().await;
+    let done: bool = sqlx::query_scalar(
+        "SELECT summary IS NOT NULL AND sentiment IS NOT NULL FROM rm_calls WHERE id = $1",
+    )
+    .bind(&call_id)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert!(done, "no summary for the seeded call");
 }

@@ -2,18 +2,21 @@
 //! (runtime-sim): provisioning, lifecycle, health, drain, reconciliation and restarts.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tests::runtimes::{docker, RuntimeEnv, HEALTH_INTERVAL_MS, IMAGE};
-use tests::{Json, TestApp};
+use tests::fixtures::{
+    provision_runtime, running_and_ready, runtime_status as status, runtime_until,
+    start_runtime as start_and_wait_ready,
+};
+use tests::runtimes::{docker, RuntimeEnv, IMAGE};
+use tests::{eventually, secs, Json, TestApp};
 
 async fn setup() -> Option<(RuntimeEnv, TestApp, String)> {
     let env = RuntimeEnv::acquire().await?;
-    let app = env.configure(TestApp::builder()).spawn().await;
-    env.track(&app.state().runtimes.instance_id);
+    let app = env.spawn(TestApp::builder()).await;
     let root = app.root_token().await;
     Some((env, app, root))
 }
@@ -25,15 +28,7 @@ async fn provision(app: &TestApp, token: &str, est: &str, body: Json) -> tests::
 
 /// Provisions a runtime with `env`; returns its id.
 async fn provision_ok(app: &TestApp, token: &str, est: &str, env: Json) -> String {
-    let r = provision(app, token, est, json!({ "image": IMAGE, "env": env })).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_string()
-}
-
-async fn status(app: &TestApp, token: &str, rt: &str) -> Json {
-    let r = app.get(&format!("/runtimes/{rt}/status"), token).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    r.body
+    provision_runtime(app, token, est, env).await.id
 }
 
 async fn runtime_of(app: &TestApp, token: &str, est: &str) -> Json {
@@ -44,47 +39,91 @@ async fn runtime_of(app: &TestApp, token: &str, est: &str) -> Json {
     r.body
 }
 
-/// Polls the status until `pred` holds; panics with the last status after `timeout`.
+/// Polls the status until `pred` holds (Docker, a health poll: real time); panics with the
+/// last status after `budget`.
 async fn wait_for(
     app: &TestApp,
     token: &str,
     rt: &str,
     what: &str,
-    timeout: Duration,
+    budget: Duration,
     pred: impl Fn(&Json) -> bool,
 ) -> Json {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = status(app, token, rt).await;
-        if pred(&s) {
-            return s;
+    runtime_until(app, token, rt, what, budget, pred).await
+}
+
+/// When the runtime monitor last reconciled. A monitor cycle reconciles (and records what it
+/// saw) before it sets this, then polls the health of every running runtime and records it,
+/// then waits for the next cycle: a new value means the previous cycle is over.
+async fn last_reconciled(app: &TestApp, root: &str) -> Json {
+    let r = app.get("/runtimes/reconciliation", root).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.body["last_run_at"].clone()
+}
+
+/// Counts the monitor's reconciliations from now on.
+struct Cycles {
+    seen: Vec<Json>,
+}
+
+impl Cycles {
+    async fn start(app: &TestApp, root: &str) -> Cycles {
+        Cycles {
+            seen: vec![last_reconciled(app, root).await],
         }
-        if Instant::now() > deadline {
-            let full = app.get(&format!("/runtimes/{rt}/status"), token).await;
-            panic!("runtime {rt} not {what} within {timeout:?}: {}", full.text);
+    }
+
+    /// Looks at the report again; returns how many reconciliations finished since `start`.
+    /// After the second, one whole cycle began after `start`: it listed Docker, recorded what
+    /// it saw, polled health and recorded it.
+    async fn runs(&mut self, app: &TestApp, root: &str) -> usize {
+        let now = last_reconciled(app, root).await;
+        if !self.seen.contains(&now) {
+            self.seen.push(now);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.seen.len() - 1
     }
 }
 
-fn running_and_ready(s: &Json) -> bool {
-    s["status"] == "running" && s["ready"] == true
+/// Waits for `pred` on the runtime's status, which must hold once `cycles` reconciliations
+/// finished after the call (the monitor's promise, "within two cycles", counted in its cycles
+/// rather than in time).
+async fn within_cycles(
+    app: &TestApp,
+    root: &str,
+    rt: &str,
+    what: &str,
+    cycles: usize,
+    pred: impl Fn(&Json) -> bool,
+) -> Json {
+    let mut counter = Cycles::start(app, root).await;
+    eventually(&format!("runtime {rt} {what}"), secs(30), async || {
+        let runs = counter.runs(app, root).await;
+        let s = status(app, root, rt).await;
+        if pred(&s) {
+            return Ok(s);
+        }
+        assert!(
+            runs < cycles,
+            "runtime {rt} not {what} within {cycles} monitor cycles: {s}"
+        );
+        Err(s.to_string())
+    })
+    .await
 }
 
-async fn start_and_wait_ready(app: &TestApp, token: &str, rt: &str) -> Json {
-    let r = app
-        .post(&format!("/runtimes/{rt}/start"), token, json!({}))
-        .await;
-    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
-    wait_for(
-        app,
-        token,
-        rt,
-        "ready",
-        Duration::from_secs(20),
-        running_and_ready,
+/// Waits until `n` reconciliations finished after the call.
+async fn monitor_cycles(app: &TestApp, root: &str, n: usize) {
+    let mut counter = Cycles::start(app, root).await;
+    eventually(
+        &format!("{n} monitor cycles"),
+        secs(30),
+        async || match counter.runs(app, root).await {
+            runs if runs >= n => Ok(()),
+            runs => Err(format!("{runs} so far")),
+        },
     )
-    .await
+    .await;
 }
 
 async fn count_events(app: &TestApp, rt: &str, event_type: &str) -> i64 {
@@ -173,11 +212,14 @@ async fn m1_admin_provisions_starts_stops_and_restarts_a_runtime_and_status_foll
     assert!((env.first_port..=env.last_port).contains(&port));
 
     // The worker creates the container: named, labelled, published on loopback, limited.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while runtime_of(&app, &root, &est).await["container_id"].is_null() {
-        assert!(Instant::now() < deadline, "container never created");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the container is created", secs(20), async || {
+        let r = runtime_of(&app, &root, &est).await;
+        match r["container_id"].is_null() {
+            false => Ok(()),
+            true => Err(r.to_string()),
+        }
+    })
+    .await;
     let c = inspect(&name);
     let labels = &c["Config"]["Labels"];
     assert_eq!(labels["io.controlplane.runtime_id"], rt.as_str());
@@ -350,14 +392,15 @@ async fn m1_admin_provisions_starts_stops_and_restarts_a_runtime_and_status_foll
         running_and_ready,
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while inspect(&name)["State"]["StartedAt"] == started_at {
-        assert!(
-            Instant::now() < deadline,
-            "restart did not restart the container"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the restart restarts the container",
+        secs(10),
+        async || match inspect(&name)["State"]["StartedAt"].clone() {
+            at if at != started_at => Ok(()),
+            at => Err(format!("started at {at}")),
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -409,7 +452,7 @@ async fn m1_readyz_issues_of_an_unready_runtime_are_exposed_as_ready_issues() {
     // Health is polled every cycle but recorded only when it changes.
     let changes = count_events(&app, &rt, "HealthChanged").await;
     let first_check = status(&app, &root, &rt).await["last_checked_at"].clone();
-    tokio::time::sleep(Duration::from_millis(HEALTH_INTERVAL_MS * 4)).await;
+    monitor_cycles(&app, &root, 4).await;
     assert_eq!(count_events(&app, &rt, "HealthChanged").await, changes);
     assert_ne!(
         status(&app, &root, &rt).await["last_checked_at"],
@@ -425,16 +468,10 @@ async fn m1_readyz_issues_of_an_unready_runtime_are_exposed_as_ready_issues() {
         json!({"unready": ["stt provider down"]}),
     )
     .await;
-    let t0 = Instant::now();
-    wait_for(&app, &root, &rt, "unready", Duration::from_secs(10), |s| {
+    within_cycles(&app, &root, &rt, "unready", 2, |s| {
         s["ready"] == false && s["ready_issues"] == json!(["stt provider down"])
     })
     .await;
-    assert!(
-        t0.elapsed() <= Duration::from_millis(2 * HEALTH_INTERVAL_MS + 1500),
-        "took {:?}",
-        t0.elapsed()
-    );
     assert_eq!(count_events(&app, &rt, "HealthChanged").await, changes + 1);
 }
 
@@ -483,18 +520,9 @@ async fn a_container_killed_outside_the_control_plane_shows_in_status_within_two
     let rt = provision_ok(&app, &root, &est, json!({})).await;
     start_and_wait_ready(&app, &root, &rt).await;
 
-    let t0 = Instant::now();
     let (ok, out) = docker(&["kill", &format!("agent_rt_{est}")]);
     assert!(ok, "{out}");
-    let s = wait_for(&app, &root, &rt, "exited", Duration::from_secs(10), |s| {
-        s["status"] == "exited"
-    })
-    .await;
-    let took = t0.elapsed();
-    assert!(
-        took <= Duration::from_millis(2 * HEALTH_INTERVAL_MS + 1000),
-        "took {took:?} with a {HEALTH_INTERVAL_MS} ms cycle"
-    );
+    let s = within_cycles(&app, &root, &rt, "exited", 2, |s| s["status"] == "exited").await;
     assert_eq!(s["ready"], false);
     assert!(s["ready_issues"].to_string().contains("137"), "{s}");
 
@@ -519,23 +547,19 @@ async fn a_container_killed_outside_the_control_plane_shows_in_status_within_two
         IMAGE,
     ]);
     assert!(ok, "{out}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let report = eventually("the stray container is reported", secs(10), async || {
         let r = app.get("/runtimes/reconciliation", &root).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         let unknown = r.body["unknown_containers"].as_array().unwrap();
-        if unknown.iter().any(|c| c["name"] == stray.as_str()) {
-            assert_eq!(r.body["instance_id"], instance.as_str());
-            break;
+        match unknown.iter().any(|c| c["name"] == stray.as_str()) {
+            true => Ok(r.body),
+            false => Err(r.text),
         }
-        assert!(
-            Instant::now() < deadline,
-            "stray container not reported: {}",
-            r.text
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(HEALTH_INTERVAL_MS * 3)).await;
+    })
+    .await;
+    assert_eq!(report["instance_id"], instance.as_str());
+    // Three more cycles see it and leave it alone.
+    monitor_cycles(&app, &root, 3).await;
     assert!(container_running(&stray), "the stray container was touched");
     assert_eq!(status(&app, &root, &rt).await["status"], "exited");
 }
@@ -588,22 +612,18 @@ async fn concurrent_provisions_for_different_establishments_get_distinct_ports()
             .unwrap();
     assert_eq!(claimed, 8);
     // The worker creates every container (none is left half-made when the test ends).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually("every container created", secs(30), async || {
         let pending: i64 =
             sqlx::query_scalar("SELECT count(*) FROM rm_runtimes WHERE pending_op IS NOT NULL")
                 .fetch_one(app.pool())
                 .await
                 .unwrap();
-        if pending == 0 {
-            break;
+        match pending {
+            0 => Ok(()),
+            n => Err(format!("{n} pending")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{pending} containers never created"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let created: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM rm_runtimes WHERE status = 'created' AND container_id IS NOT NULL",
     )
@@ -871,9 +891,8 @@ async fn stop_after_drain_waits_for_active_calls_to_end() {
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert_eq!(runtime_of(&app, &root, &est).await["draining"], true);
-    // The runtime itself is told.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    // The runtime itself is told (by the monitor, woken by the drain).
+    eventually("the runtime is told to drain", secs(15), async || {
         let info: Json = app
             .client
             .get(format!("{base_url}/info"))
@@ -883,15 +902,12 @@ async fn stop_after_drain_waits_for_active_calls_to_end() {
             .json()
             .await
             .unwrap();
-        if info["draining"] == true {
-            break;
+        match info["draining"] == true {
+            true => Ok(()),
+            false => Err(info.to_string()),
         }
-        assert!(
-            Instant::now() < deadline,
-            "runtime never told to drain: {info}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let again = app
         .post(&format!("/runtimes/{rt}/drain"), &root, json!({}))
         .await;
@@ -901,7 +917,26 @@ async fn stop_after_drain_waits_for_active_calls_to_end() {
         .post(&format!("/runtimes/{rt}/stop"), &root, json!({}))
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The stop waits for the call: its worker polls the runtime (every 250 ms) and records
+    // each poll's time as the runtime's `last_checked_at`. After two more polls that found
+    // the call still on, the runtime is still stopping.
+    let first = status(&app, &root, &rt).await["last_checked_at"].clone();
+    let mut checks = vec![first];
+    eventually(
+        "the stop worker polls the runtime twice",
+        secs(15),
+        async || {
+            let s = status(&app, &root, &rt).await;
+            if !checks.contains(&s["last_checked_at"]) {
+                checks.push(s["last_checked_at"].clone());
+            }
+            match checks.len() > 2 {
+                true => Ok(()),
+                false => Err(s.to_string()),
+            }
+        },
+    )
+    .await;
     let s = status(&app, &root, &rt).await;
     assert_eq!(s["status"], "stopping", "waits for the call: {s}");
     assert_eq!(s["agent_info"]["active_calls"], 1);
@@ -980,14 +1015,15 @@ async fn a_runtime_that_crashes_is_restarted_by_docker_and_becomes_ready_again()
     )
     .await;
     let name = format!("agent_rt_{est}");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while inspect(&name)["RestartCount"].as_i64().unwrap_or(0) < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "Docker did not restart the crashed runtime"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "Docker restarts the crashed runtime",
+        secs(15),
+        async || match inspect(&name)["RestartCount"].as_i64().unwrap_or(0) {
+            0 => Err("restart count 0".to_string()),
+            _ => Ok(()),
+        },
+    )
+    .await;
     // Its in-memory state is gone with the crash: the fault is over and it is ready again.
     wait_for(
         &app,

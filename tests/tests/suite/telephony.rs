@@ -2,16 +2,17 @@
 //! model that follows policy, agent and establishment changes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use aggregates::telephony::{Rejection, RouteDecision};
 use chrono::{DateTime, Utc};
 use projections::routing::RoutingIndex;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use tests::TestApp;
-
-use crate::agents::{brain, create_agent, draft, map_number, publish, routed_version, NUMBER};
+use tests::fixtures::{
+    brain, create_agent, draft, map_number, publish, published_agent, routed_version, Tenant,
+    NUMBER,
+};
+use tests::{eventually, secs, TestApp};
 
 fn rejection(d: RouteDecision) -> Option<Rejection> {
     match d {
@@ -23,8 +24,7 @@ fn rejection(d: RouteDecision) -> Option<Rejection> {
 #[tokio::test]
 async fn the_telephony_policy_has_the_appendix_a2_shape_and_patches_are_partial() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
     let agent = create_agent(&app, &root, &est, "Nova").await;
     let path = format!("/establishments/{est}/telephony");
 
@@ -226,8 +226,7 @@ async fn a_number_routes_only_to_an_agent_of_the_same_establishment() {
 #[tokio::test]
 async fn bad_telephony_input_is_refused_with_422_naming_the_field() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
     let agent = create_agent(&app, &root, &est, "Nova").await;
     let path = format!("/establishments/{est}/telephony");
     let n = |e164: &str| json!([{"e164": e164, "routing_agent_id": agent}]);
@@ -372,8 +371,7 @@ async fn members_read_the_telephony_policy_only_admins_change_it_and_outsiders_g
 #[tokio::test]
 async fn the_routing_model_follows_policy_agent_and_time_zone_changes() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await; // America/Sao_Paulo
+    let Tenant { est, admin: root } = app.tenant("Helios").await; // America/Sao_Paulo
     let agent = create_agent(&app, &root, &est, "Nova").await;
     let routing = &app.state().routing;
     let caller = "+14155550100";
@@ -455,11 +453,9 @@ async fn the_routing_model_follows_policy_agent_and_time_zone_changes() {
 #[tokio::test]
 async fn the_routing_index_reloads_when_another_process_projected_a_change() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
-    let agent = create_agent(&app, &root, &est, "Nova").await;
-    let v1 = draft(&app, &root, &agent, brain("v1")).await;
-    publish(&app, &root, &agent, &v1).await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
+    let published = published_agent(&app, &root, &est, "Nova").await;
+    let (agent, v1) = (published.id, published.version);
 
     // An index that no projector feeds: it only learns through the stored checkpoint.
     let detached = Arc::new(RoutingIndex::default());
@@ -483,21 +479,23 @@ async fn the_routing_index_reloads_when_another_process_projected_a_change() {
     assert_eq!(routed_version(&other, NUMBER), Some(v1.clone()));
     let v2 = draft(&app, &root, &agent, brain("v2")).await;
     publish(&app, &root, &agent, &v2).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while routed_version(&other, NUMBER).as_deref() != Some(v2.as_str()) {
-        assert!(Instant::now() < deadline, "the other process never saw v2");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The other process learns of it by its periodic reload (every second): real time.
+    eventually(
+        "the other process routes to v2",
+        secs(15),
+        async || match routed_version(&other, NUMBER) {
+            Some(v) if v == v2 => Ok(()),
+            seen => Err(format!("routes to {seen:?}")),
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn the_in_memory_routing_index_answers_from_a_large_policy_without_the_database() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
-    let agent = create_agent(&app, &root, &est, "Nova").await;
-    let v1 = draft(&app, &root, &agent, brain("v1")).await;
-    publish(&app, &root, &agent, &v1).await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
+    let agent = published_agent(&app, &root, &est, "Nova").await.id;
     let blacklist: Vec<String> = (0..500)
         .map(|i| format!("+1415867{:04}", 6000 + i))
         .collect();
@@ -513,15 +511,15 @@ async fn the_in_memory_routing_index_answers_from_a_large_policy_without_the_dat
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let routing = &app.state().routing;
     let now = Utc::now();
-    // Wait for the projector to hand the new policy to the index.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !matches!(
-        routing.route(NUMBER, "+12127360000", now),
-        RouteDecision::Accept(_)
-    ) {
-        assert!(Instant::now() < deadline, "the index never saw the policy");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The projector has handed the new policy to the index.
+    app.settle().await;
+    assert!(
+        matches!(
+            routing.route(NUMBER, "+12127360000", now),
+            RouteDecision::Accept(_)
+        ),
+        "the index never saw the policy"
+    );
     // `route` is synchronous: every decision below comes from memory, not the database.
     let n = 20_000;
     let mut accepted = 0;

@@ -2,13 +2,13 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use tests::fixtures::Tenant;
 use tests::TestApp;
 
 #[tokio::test]
 async fn m0_admin_creates_an_establishment_invites_an_operator_who_accepts_and_sees_it() {
     let app = TestApp::builder().smtp().spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios Energy HQ").await;
+    let Tenant { est, admin: root } = app.tenant("Helios Energy HQ").await;
 
     let invite = app
         .post(
@@ -31,10 +31,7 @@ async fn m0_admin_creates_an_establishment_invites_an_operator_who_accepts_and_s
     );
 
     let token = app
-        .smtp
-        .as_ref()
-        .unwrap()
-        .wait_for_token("operator@example.com", "Invitation token:")
+        .mailed_token("operator@example.com", "Invitation token:")
         .await;
     let accepted = app
         .request(
@@ -120,10 +117,7 @@ async fn an_invitation_to_an_existing_account_adds_a_membership_without_a_passwo
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let token = app
-        .smtp
-        .as_ref()
-        .unwrap()
-        .wait_for_token("shared@example.com", "Invitation token:")
+        .mailed_token("shared@example.com", "Invitation token:")
         .await;
     let r = app
         .request(
@@ -158,8 +152,7 @@ async fn an_invitation_to_an_existing_account_adds_a_membership_without_a_passwo
 #[tokio::test]
 async fn a_viewer_cannot_create_or_change_anything() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
+    let Tenant { est, .. } = app.tenant("Helios").await;
     let viewer = app.seed_member(&est, "viewer@example.com", "viewer").await;
 
     let attempts = [
@@ -280,8 +273,7 @@ async fn a_member_of_one_establishment_gets_404_for_another_establishments_resou
 #[tokio::test]
 async fn the_last_admin_cannot_be_demoted_or_removed_but_roles_can_change() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "Helios").await;
+    let Tenant { est, .. } = app.tenant("Helios").await;
     let admin = app.seed_member(&est, "boss@example.com", "admin").await;
     app.seed_member(&est, "staff@example.com", "viewer").await;
     let user = |email: &'static str| {
@@ -426,8 +418,7 @@ async fn establishments_validate_time_zones_and_locales() {
 #[tokio::test]
 async fn an_establishment_admin_may_create_establishments_and_becomes_their_admin() {
     let app = TestApp::spawn().await;
-    let root = app.root_token().await;
-    let est = app.create_establishment(&root, "First").await;
+    let Tenant { est, .. } = app.tenant("First").await;
     let admin = app.seed_member(&est, "owner@example.com", "admin").await;
     let second = app.create_establishment(&admin, "Second").await;
     let me = app.get("/me", &admin).await;
