@@ -26,6 +26,23 @@ pub enum Command {
     Serve,
     /// Applies pending migrations and exits.
     Migrate,
+    /// Prints the OpenAPI document of every public endpoint (what `/openapi.json` serves) and
+    /// exits; needs no database.
+    Openapi,
+    /// Adds a user with a password to an establishment with a role (creating the user when the
+    /// e-mail has no account yet), for operators and scripts; the invitation flow is the UI's way.
+    AddMember {
+        #[arg(long)]
+        email: String,
+        /// At least 8 characters.
+        #[arg(long, env = "MEMBER_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long)]
+        establishment: String,
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+    },
     /// Read models built from the event log.
     Projections {
         #[command(subcommand)]
@@ -62,6 +79,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Openapi => {
+            let doc = serde_json::to_string_pretty(&crate::http::openapi_document())?;
+            match writeln!(std::io::stdout().lock(), "{doc}") {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
+        Command::AddMember {
+            email,
+            password,
+            establishment,
+            role,
+        } => add_member(cli.config, &email, &password, &establishment, &role).await,
         Command::Projections { command } => projections(cli.config, command).await,
         Command::Bench { command } => crate::bench::run(cli.config, command).await,
     }
@@ -126,4 +156,58 @@ async fn projections(config: Config, command: ProjectionsCommand) -> anyhow::Res
             Ok(())
         }
     }
+}
+
+async fn add_member(
+    config: Config,
+    email: &str,
+    password: &str,
+    establishment_id: &str,
+    role: &str,
+) -> anyhow::Result<()> {
+    use aggregates::establishment::{Establishment, EstablishmentCommand};
+    use aggregates::user::{User, UserCommand, EMAIL_CLAIM};
+
+    use crate::store::{CommandBus, CommandContext, EventStore, ExecOptions};
+    let email: aggregates::common::Email = email.parse()?;
+    let role: aggregates::common::Role = role.parse()?;
+    crate::auth::password::check_policy(password)?;
+    let pool = crate::db::connect(&config).await?;
+    crate::db::migrate(&pool).await?;
+    let bus = CommandBus::new(EventStore::new(pool, projections::Hub::default()));
+    let ctx = CommandContext::system("cli").in_establishment(establishment_id);
+    let user_id = match bus.store().claim_owner(EMAIL_CLAIM, email.as_str()).await? {
+        Some(id) => id,
+        None => {
+            let id = crate::ids::new_id("usr");
+            bus.execute::<User>(
+                &id,
+                UserCommand::Register {
+                    user_id: id.clone(),
+                    email: email.clone(),
+                    display_name: email.as_str().split('@').next().unwrap_or("user").into(),
+                    password_hash: Some(crate::auth::password::hash(password).await?),
+                    platform_admin: false,
+                },
+                &ctx,
+                ExecOptions::default().fresh(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            id
+        }
+    };
+    bus.execute::<Establishment>(
+        establishment_id,
+        EstablishmentCommand::AddMember {
+            user_id: user_id.clone(),
+            role,
+        },
+        &ctx,
+        ExecOptions::default(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{user_id} is {role} of {establishment_id}");
+    Ok(())
 }

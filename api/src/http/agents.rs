@@ -371,6 +371,7 @@ pub struct VersionDiff {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DiffQuery {
     /// Version to compare with; default: the agent's active version.

@@ -94,6 +94,7 @@ fn item(r: &CallRow, now: DateTime<Utc>) -> CallItem {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ActiveQuery {
     /// Only this establishment (default: all of the caller's).
@@ -140,6 +141,7 @@ async fn active_calls(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub establishment_id: Option<String>,
@@ -353,6 +355,7 @@ async fn get_call(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TranscriptQuery {
     /// The `cursor` of the previous poll: only segments that arrived since are returned.
@@ -501,6 +504,7 @@ async fn recording(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MediaQuery {
     pub expires: i64,

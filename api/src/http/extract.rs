@@ -43,8 +43,37 @@ where
     }
 }
 
+/// Whether JSON text holds an escaped NUL character (`\u0000` preceded by an even number of
+/// backslashes). PostgreSQL stores no NUL in `text` or `jsonb`, so such input can never be kept:
+/// it is refused at the door instead of failing deep inside a transaction.
+pub fn has_escaped_nul(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(pos) = bytes[i..]
+        .windows(6)
+        .position(|w| w[0] == b'\\' && (w[1] == b'u' || w[1] == b'U') && &w[2..] == b"0000")
+    {
+        let at = i + pos;
+        let backslashes = bytes[..at]
+            .iter()
+            .rev()
+            .take_while(|b| **b == b'\\')
+            .count();
+        if backslashes % 2 == 0 {
+            return true;
+        }
+        i = at + 1;
+    }
+    false
+}
+
 /// Parses JSON bytes, naming the offending field on a data error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if has_escaped_nul(bytes) {
+        return Err(ApiError::validation(
+            "body",
+            "text may not contain NUL (\\u0000) characters",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(v) => Ok(v),
@@ -72,6 +101,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 .with_details(json!({ "field": field, "reason": reason })))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_nul_characters_are_found_and_escaped_backslashes_are_not() {
+        assert!(has_escaped_nul(br#"{"email":"a\u0000b"}"#));
+        assert!(has_escaped_nul(br#"{"e":"\\\u0000"}"#));
+        assert!(!has_escaped_nul(br#"{"e":"\\u0000"}"#));
+        assert!(!has_escaped_nul(br#"{"e":"\u0001"}"#));
+        assert!(parse_json::<serde_json::Value>(br#"{"email":"a\u0000b"}"#).is_err());
     }
 }
 
@@ -107,6 +150,14 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or("");
+        if let Some((name, _)) =
+            form_urlencoded_parse(q).find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(ApiError::validation(
+                if name.contains('\0') { "query" } else { &name },
+                "may not contain NUL characters",
+            ));
+        }
         let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(q));
         serde_path_to_error::deserialize(de)
             .map(ApiQuery)

@@ -66,6 +66,12 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(ingest::routes())
 }
 
+/// The OpenAPI document served at `/openapi.json` (also `control-plane openapi`).
+pub fn openapi_document() -> serde_json::Value {
+    let (_, doc) = api_routes().split_for_parts();
+    openapi::complete(serde_json::to_value(&doc).expect("the OpenAPI document serialises"))
+}
+
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_routes().split_for_parts();
     let doc = Arc::new(doc);
@@ -94,8 +100,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Records request metrics and logs every 5xx with its internal cause.
+/// Records request metrics and logs every 5xx with its internal cause. A path holding a NUL
+/// character names nothing that can exist (no id contains one, and PostgreSQL stores none):
+/// it is answered 404 before any handler runs.
 async fn observe(req: Request, next: Next) -> Response {
+    if req.uri().path().to_ascii_lowercase().contains("%00") {
+        return ApiError::not_found("resource").into_response();
+    }
     let started = Instant::now();
     let method = req.method().to_string();
     let route = req

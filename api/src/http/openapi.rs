@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
+use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as Doc;
 use utoipa::{Modify, OpenApi};
@@ -62,8 +63,10 @@ impl Modify for BearerAuth {
 }
 
 pub fn routes(doc: Arc<Doc>) -> Router<AppState> {
-    let json = doc.clone();
-    let html = Arc::new(render(&doc));
+    let json = Arc::new(complete(
+        serde_json::to_value(&*doc).expect("the OpenAPI document serialises"),
+    ));
+    let html = Arc::new(render(&json));
     Router::new()
         .route(
             "/openapi.json",
@@ -79,9 +82,223 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Statuses every operation of a kind can answer, declared once here rather than on each
+/// handler: the contract error shape for each, 401 where a token is required, 404 where a path
+/// names a resource, 400/413/415/422 where a JSON body is parsed, 422 where query parameters
+/// are, 413 and 403 on signed webhooks, 429 where a throttle applies.
+pub fn complete(mut doc: Value) -> Value {
+    let error_ref = json!({"$ref": "#/components/schemas/Error"});
+    doc["components"]["schemas"]["Error"] = json!({
+        "type": "object",
+        "description": "Every error: a stable code, a human message and details (e.g. the field of a 422).",
+        "required": ["error"],
+        "properties": {"error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {"type": "object"}
+            }
+        }}
+    });
+    const THROTTLED: [&str; 3] = ["login", "forgot_password", "reset_password"];
+    add_links(&mut doc);
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return doc;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (_, op) in item.iter_mut() {
+            let mut add: Vec<(&str, &str)> = Vec::new();
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            if secured {
+                add.push((
+                    "401",
+                    "no token, or an invalid or ended session / unknown runtime token",
+                ));
+            }
+            if path.contains('{') {
+                add.push((
+                    "404",
+                    "no such resource, or one of an establishment the caller is not in",
+                ));
+            }
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            if params.iter().any(|p| p["in"] == "query") {
+                add.push(("422", "a query parameter is invalid (details name it)"));
+            }
+            let content_types: Vec<String> = op["requestBody"]["content"]
+                .as_object()
+                .map(|c| c.keys().cloned().collect())
+                .unwrap_or_default();
+            if content_types.iter().any(|c| c == "application/json") {
+                add.push(("400", "the body is not valid JSON"));
+                add.push(("413", "the body is too large"));
+                add.push(("415", "the body is not application/json"));
+                add.push((
+                    "422",
+                    "a field is missing, unknown or invalid (details name it)",
+                ));
+            }
+            if content_types
+                .iter()
+                .any(|c| c == "application/x-www-form-urlencoded")
+            {
+                add.push(("403", "missing or invalid X-Twilio-Signature"));
+                add.push(("413", "the body is too large"));
+                add.push(("422", "a form field is missing or invalid"));
+            }
+            if op["operationId"]
+                .as_str()
+                .is_some_and(|id| THROTTLED.contains(&id))
+            {
+                add.push(("429", "too many attempts; see Retry-After"));
+            }
+            let responses = op["responses"]
+                .as_object_mut()
+                .expect("every operation has responses");
+            for (code, description) in add {
+                let r = responses
+                    .entry(code)
+                    .or_insert_with(|| json!({"description": ""}));
+                if r["description"].as_str() == Some("") {
+                    r["description"] = json!(description);
+                }
+            }
+            for (code, response) in responses.iter_mut() {
+                let is_error = code.starts_with('4') || code.starts_with('5');
+                if is_error && response.get("content").is_none() {
+                    response["content"] = json!({"application/json": {"schema": error_ref}});
+                }
+                if response["description"].as_str() == Some("") {
+                    response["description"] = json!(default_description(code));
+                }
+            }
+        }
+    }
+    doc
+}
+
+/// What each creating operation answers that other operations take as path parameters:
+/// `(operationId, status, [(path parameter, JSON pointer into the answer)])`. Turned into
+/// OpenAPI links, so clients (and the fuzzer's stateful phase) can follow real ids.
+type Producer = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+const PRODUCERS: &[Producer] = &[
+    ("create_establishment", "201", &[("id", "/id")]),
+    ("create_agent", "201", &[("agentId", "/id")]),
+    (
+        "create_version",
+        "201",
+        &[("agentId", "/agent_id"), ("versionId", "/id")],
+    ),
+    ("provision_runtime", "201", &[("runtimeId", "/id")]),
+    ("outbound_call", "201", &[("callId", "/call_id")]),
+    (
+        "create_integration",
+        "201",
+        &[("integrationId", "/integration_id")],
+    ),
+    ("create_campaign", "201", &[("campaignId", "/id")]),
+    ("import_leads", "202", &[("jobId", "/job_id")]),
+];
+
+fn add_links(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object() else {
+        return;
+    };
+    // operationId → its path parameters.
+    let mut targets: Vec<(String, Vec<String>)> = Vec::new();
+    for item in paths.values() {
+        for op in item.as_object().into_iter().flat_map(|o| o.values()) {
+            let Some(id) = op["operationId"].as_str() else {
+                continue;
+            };
+            let params: Vec<String> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .filter_map(|p| p["name"].as_str().map(str::to_string))
+                .collect();
+            if !params.is_empty() {
+                targets.push((id.to_string(), params));
+            }
+        }
+    }
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(ops) = item.as_object_mut() else {
+            continue;
+        };
+        for op in ops.values_mut() {
+            let Some(&(_, status, produced)) = PRODUCERS
+                .iter()
+                .find(|(id, _, _)| op["operationId"].as_str() == Some(id))
+            else {
+                continue;
+            };
+            let mut links = serde_json::Map::new();
+            for (target, params) in &targets {
+                let all = params
+                    .iter()
+                    .all(|p| produced.iter().any(|(name, _)| name == p));
+                // Only links that carry the newly created id.
+                let carries_new = params.iter().any(|p| p == produced[produced.len() - 1].0);
+                if !all || !carries_new {
+                    continue;
+                }
+                let parameters: serde_json::Map<String, Value> = params
+                    .iter()
+                    .filter_map(|p| {
+                        produced
+                            .iter()
+                            .find(|(name, _)| name == p)
+                            .map(|(_, ptr)| (p.clone(), json!(format!("$response.body#{ptr}"))))
+                    })
+                    .collect();
+                links.insert(
+                    target.clone(),
+                    json!({"operationId": target, "parameters": parameters}),
+                );
+            }
+            if !links.is_empty() {
+                if let Some(r) = op["responses"].get_mut(status) {
+                    r["links"] = Value::Object(links);
+                }
+            }
+        }
+    }
+}
+
+fn default_description(code: &str) -> &'static str {
+    match code {
+        "200" => "OK",
+        "201" => "created",
+        "202" => "accepted",
+        "204" => "done, no body",
+        "400" => "bad request",
+        "401" => "not authenticated",
+        "403" => "your role in that establishment is too low",
+        "404" => "not found",
+        "409" => "a rule or a uniqueness claim refused the change",
+        "422" => "invalid input (details name the field)",
+        "429" => "too many requests; see Retry-After",
+        "503" => "a dependency is unavailable",
+        _ => "see the error code",
+    }
+}
+
 /// Renders every operation with its parameters, request body and responses.
-fn render(doc: &Doc) -> String {
-    let value = serde_json::to_value(doc).unwrap_or_default();
+fn render(value: &Value) -> String {
     let mut out = String::new();
     let title = value["info"]["title"].as_str().unwrap_or("API");
     let _ = write!(

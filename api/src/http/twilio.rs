@@ -32,6 +32,61 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(connect_action))
 }
 
+/// Twilio's voice webhook form (incoming call; status callbacks add the fields below).
+#[allow(non_snake_case, dead_code)]
+#[derive(utoipa::ToSchema)]
+struct VoiceWebhookForm {
+    /// `CA` + 32 hex digits.
+    CallSid: String,
+    AccountSid: Option<String>,
+    /// E.164, or `client:…` / a SIP URI.
+    From: String,
+    To: String,
+    Caller: Option<String>,
+    Called: Option<String>,
+    /// `queued ringing in-progress completed busy failed no-answer canceled`.
+    CallStatus: String,
+    /// `inbound outbound-api outbound-dial …`.
+    Direction: String,
+    ApiVersion: Option<String>,
+    /// Status callbacks: per call, from 0.
+    SequenceNumber: Option<String>,
+    /// Status callbacks: RFC 2822.
+    Timestamp: Option<String>,
+    CallbackSource: Option<String>,
+    /// Terminal status callbacks: seconds.
+    CallDuration: Option<String>,
+    SipResponseCode: Option<String>,
+    AnsweredBy: Option<String>,
+    MachineDetectionDuration: Option<String>,
+}
+
+/// Twilio's asynchronous answering-machine-detection callback form.
+#[allow(non_snake_case, dead_code)]
+#[derive(utoipa::ToSchema)]
+struct AmdCallbackForm {
+    CallSid: String,
+    AccountSid: Option<String>,
+    /// `human machine_start machine_end_beep machine_end_silence machine_end_other fax unknown`.
+    AnsweredBy: String,
+    MachineDetectionDuration: Option<String>,
+}
+
+/// Twilio's recording-status callback form.
+#[allow(non_snake_case, dead_code)]
+#[derive(utoipa::ToSchema)]
+struct RecordingStatusForm {
+    CallSid: String,
+    AccountSid: Option<String>,
+    RecordingSid: Option<String>,
+    /// https URL without extension.
+    RecordingUrl: Option<String>,
+    /// `in-progress completed absent`.
+    RecordingStatus: String,
+    RecordingDuration: Option<String>,
+    RecordingChannels: Option<String>,
+}
+
 fn twiml_response(xml: String) -> Response {
     ([(header::CONTENT_TYPE, twiml::CONTENT_TYPE)], xml).into_response()
 }
@@ -97,7 +152,7 @@ fn render_decision(
 /// Routes an incoming call by the called number and answers with TwiML: a media stream to the
 /// establishment's runtime with the active agent version, or a rejection / fallback.
 #[utoipa::path(post, path = "/webhooks/twilio/incoming-call", tag = "twilio",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "Twilio voice webhook form"),
+    request_body(content = VoiceWebhookForm, content_type = "application/x-www-form-urlencoded", description = "Twilio voice webhook form"),
     responses((status = 200, content_type = "text/xml", description = "TwiML"), (status = 403, description = "missing or invalid X-Twilio-Signature"),
               (status = 422, description = "malformed webhook")))]
 async fn incoming_call(
@@ -137,7 +192,7 @@ async fn incoming_call(
 /// final and a late `ringing` never reopens a call. An unknown CallSid on a number we own opens
 /// the call.
 #[utoipa::path(post, path = "/webhooks/twilio/call-status", tag = "twilio",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "Twilio status callback form"),
+    request_body(content = VoiceWebhookForm, content_type = "application/x-www-form-urlencoded", description = "Twilio status callback form"),
     params(("call_id" = Option<String>, Query, description = "set by the control plane on outbound calls")),
     responses((status = 204, description = "recorded (or a duplicate)"), (status = 403), (status = 422)))]
 async fn call_status(
@@ -155,7 +210,7 @@ async fn call_status(
 
 /// Asynchronous answering-machine detection result.
 #[utoipa::path(post, path = "/webhooks/twilio/amd-callback", tag = "twilio",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "Twilio AMD callback form"),
+    request_body(content = AmdCallbackForm, content_type = "application/x-www-form-urlencoded", description = "Twilio AMD callback form"),
     params(("call_id" = Option<String>, Query)),
     responses((status = 204), (status = 403), (status = 422)))]
 async fn amd_callback(
@@ -179,7 +234,7 @@ async fn amd_callback(
 /// A provider-side recording finished (`RecordingStatus=completed`): its reference is attached
 /// to the call.
 #[utoipa::path(post, path = "/webhooks/twilio/recording-status", tag = "twilio",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "Twilio recording status callback form"),
+    request_body(content = RecordingStatusForm, content_type = "application/x-www-form-urlencoded", description = "Twilio recording status callback form"),
     params(("call_id" = Option<String>, Query)),
     responses((status = 204), (status = 403), (status = 422)))]
 async fn recording_status(
@@ -210,7 +265,7 @@ async fn recording_status(
 /// Twilio asks what to do once the media stream to the runtime has closed: hang up (a handoff
 /// replaces the call's TwiML through the REST API instead).
 #[utoipa::path(post, path = "/webhooks/twilio/connect-action", tag = "twilio",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "Twilio <Connect> action form"),
+    request_body(content = VoiceWebhookForm, content_type = "application/x-www-form-urlencoded", description = "Twilio <Connect> action form"),
     params(("call_id" = Option<String>, Query)),
     responses((status = 200, content_type = "text/xml", description = "TwiML"), (status = 403)))]
 async fn connect_action(_form: TwilioForm) -> Response {

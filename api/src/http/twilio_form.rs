@@ -96,7 +96,14 @@ where
                 e.to_string(),
             ));
         }
-        let params = url::form_urlencoded::parse(&body).into_owned().collect();
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(&body).into_owned().collect();
+        if let Some((name, _)) = params
+            .iter()
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(ApiError::validation(name, "may not contain NUL characters"));
+        }
         Ok(TwilioForm { params, query })
     }
 }
