@@ -224,6 +224,7 @@ impl AppState {
                 public_base_url: public_base_url.clone(),
                 background: background.clone(),
                 placing: Default::default(),
+                startup: parking_lot::Mutex::new(Some(background.job())),
             }),
             placer_queue,
             handoff: Arc::new(HandoffWorker {
@@ -232,6 +233,7 @@ impl AppState {
                 twilio: twilio.clone(),
                 background: background.clone(),
                 running: Default::default(),
+                startup: parking_lot::Mutex::new(Some(background.job())),
             }),
             handoff_queue,
             reaper: Arc::new(Reaper {

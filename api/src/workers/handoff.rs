@@ -30,22 +30,29 @@ pub struct HandoffWorker {
     pub twilio: Option<Arc<dyn TwilioCalls>>,
     pub background: Background,
     pub running: Mutex<HashSet<String>>,
+    /// Held until the first scan after start is done, so waiting for quiet (`App::settle`)
+    /// includes the handoffs a crash left requested.
+    pub startup: Mutex<Option<crate::background::Job>>,
 }
 
 impl HandoffWorker {
     pub async fn run(self: Arc<Self>, queue: WorkReceiver<String>) {
         let mut queue = queue.lock().await;
+        // Work in flight belongs to this loop: when the worker stops (or the process dies),
+        // it stops too, and the rescan of the next start picks it up.
+        let mut tasks = tokio::task::JoinSet::new();
         // The first tick fires at once: the rescan on start.
         let mut scan = tokio::time::interval(SCAN_EVERY);
         loop {
             tokio::select! {
                 Some((call_id, job)) = queue.recv() => {
                     let me = self.clone();
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         me.hand_off(&call_id).await;
                         drop(job);
                     });
                 }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = scan.tick() => {
                     let pending = match projections::calls::queries::handoffs_pending(&self.pool, 100).await {
                         Ok(ids) => ids,
@@ -55,6 +62,7 @@ impl HandoffWorker {
                         let _job = self.background.job();
                         self.hand_off(&id).await;
                     }
+                    self.startup.lock().take();
                 }
             }
         }

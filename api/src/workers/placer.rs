@@ -34,6 +34,9 @@ pub struct Placer {
     pub background: Background,
     /// Calls being placed by this process right now.
     pub placing: Mutex<HashSet<String>>,
+    /// Held until the first scan after start is done, so waiting for quiet (`App::settle`)
+    /// includes what a crash left queued.
+    pub startup: Mutex<Option<crate::background::Job>>,
 }
 
 pub(crate) fn ctx(worker: &str, call_id: &str) -> CommandContext {
@@ -46,16 +49,20 @@ impl Placer {
     /// Places queued calls: on request, and every few seconds for calls still queued.
     pub async fn run(self: Arc<Self>, queue: WorkReceiver<String>) {
         let mut queue = queue.lock().await;
+        // Work in flight belongs to this loop: when the worker stops (or the process dies),
+        // it stops too, and the rescan of the next start picks it up.
+        let mut tasks = tokio::task::JoinSet::new();
         let mut scan = tokio::time::interval(SCAN_EVERY);
         loop {
             tokio::select! {
                 Some((call_id, job)) = queue.recv() => {
                     let me = self.clone();
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         me.place(&call_id).await;
                         drop(job);
                     });
                 }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = scan.tick() => {
                     let stuck = match projections::calls::queries::queued_for_placement(&self.pool, QUIET_SECONDS, 100).await {
                         Ok(ids) => ids,
@@ -65,6 +72,7 @@ impl Placer {
                         let _job = self.background.job();
                         self.place(&id).await;
                     }
+                    self.startup.lock().take();
                 }
             }
         }

@@ -10,6 +10,7 @@ use tests::fixtures::{
 };
 use tests::runtimes::RuntimeEnv;
 use tests::twilio::{CallOutcome, Scripted, TwilioStandIn, Webhook};
+use tests::wait::{eventually, secs};
 use tests::TestApp;
 
 const HANDOFF: &str = "+14158671234";
@@ -893,4 +894,71 @@ async fn calls_are_scoped_to_their_establishment_and_the_reaper_ends_stuck_calls
     assert_eq!(reaped["active"], false, "{reaped}");
     assert_eq!(reaped["status"], "completed");
     assert!(reaped["reaped_reason"].as_str().unwrap().contains("600 s"));
+}
+
+#[tokio::test]
+async fn a_handoff_cut_short_by_a_killed_server_is_completed_by_the_next_one() {
+    let Some(s) = setup(true).await else { return };
+    let r = outbound(&s, None, "+14155550131").await;
+    let call_id = r.body["call_id"].as_str().unwrap().to_string();
+    let sid = placed(&s, 1).await[0].sid.clone();
+    for cb in s
+        .twilio
+        .status_callbacks(
+            &sid,
+            &CallOutcome::Completed {
+                duration: 30,
+                answered_by: None,
+            },
+        )
+        .iter()
+        .filter(|c| c.param("CallStatus") != Some("completed"))
+    {
+        s.twilio.send(cb).await;
+    }
+    s.app.settle().await;
+    // Twilio takes the transfer request and holds it: the server dies while it waits.
+    s.twilio
+        .script([Scripted::Stall(std::time::Duration::from_secs(60))]);
+    let before = s.twilio.received();
+    let r = s
+        .app
+        .post(
+            &format!("/calls/{call_id}/handoff"),
+            &s.root,
+            json!({"reason": "customer_requested_human"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    eventually("the transfer request reaches Twilio", secs(10), || async {
+        (s.twilio.received() > before).then_some(())
+    })
+    .await;
+    let Setup {
+        app,
+        twilio,
+        root,
+        _env: env,
+        ..
+    } = s;
+    let database = app.stop().await;
+    assert!(
+        twilio.call(&sid).unwrap().updates.is_empty(),
+        "the first server's transfer never completed"
+    );
+    let env = env.expect("a runtime environment");
+    let app = env
+        .spawn(TestApp::builder().twilio(&twilio).database(&database))
+        .await;
+    // The new server's handoff worker finds the request on start and carries it out.
+    app.settle().await;
+    let update = twilio
+        .call(&sid)
+        .and_then(|c| c.updates.first().cloned())
+        .expect("the transfer was carried out by the new server");
+    let twiml = update.iter().find(|(k, _)| k == "Twiml").unwrap().1.clone();
+    assert!(twiml.contains(&format!(">{HANDOFF}</Dial>")), "{twiml}");
+    let d = app.get(&format!("/calls/{call_id}"), &root).await.body;
+    assert_eq!(d["handoff"]["status"], "started", "{d}");
+    assert_eq!(d["status"], "handoff_completed", "{d}");
 }
