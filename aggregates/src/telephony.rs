@@ -275,9 +275,22 @@ pub struct TelephonyPatch {
     pub blacklist_e164: Option<Vec<E164>>,
 }
 
+/// Who changes the policy, as far as numbers go: only the platform assigns a number the
+/// establishment does not hold yet; an establishment's admins re-route the numbers they hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberAuthority {
+    /// A platform admin: may assign new numbers.
+    Platform,
+    /// An establishment admin: may route, add back or remove only numbers already held.
+    Establishment,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum TelephonyCommand {
-    Update(TelephonyPatch),
+    Update {
+        patch: TelephonyPatch,
+        by: NumberAuthority,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -340,15 +353,17 @@ pub enum TelephonyError {
     TooManyWindows,
     #[error("handoff_e164: {0} is one of the establishment's inbound numbers; a handoff there would loop")]
     HandoffIsInbound(String),
+    #[error("inbound_numbers: {0} is not assigned to this establishment; a platform admin assigns new numbers")]
+    NumberNotAssigned(String),
 }
 
 impl TelephonyError {
     /// The request field the error is about.
     pub fn field(&self) -> &'static str {
         match self {
-            TelephonyError::DuplicateNumber(_) | TelephonyError::TooManyNumbers => {
-                "inbound_numbers"
-            }
+            TelephonyError::DuplicateNumber(_)
+            | TelephonyError::TooManyNumbers
+            | TelephonyError::NumberNotAssigned(_) => "inbound_numbers",
             TelephonyError::BlacklistTooLong => "blacklist_e164",
             TelephonyError::TooManyWindows => "business_hours",
             TelephonyError::HandoffIsInbound(_) => "handoff_e164",
@@ -395,7 +410,7 @@ impl Telephony {
 
     pub fn decide(&self, command: TelephonyCommand) -> Result<Vec<TelephonyEvent>, TelephonyError> {
         use TelephonyEvent as E;
-        let TelephonyCommand::Update(patch) = command;
+        let TelephonyCommand::Update { patch, by } = command;
         let mut events = Vec::new();
 
         let numbers = patch
@@ -421,6 +436,11 @@ impl Telephony {
         if numbers != self.inbound_numbers {
             let before: BTreeSet<&E164> = self.inbound_numbers.iter().map(|n| &n.e164).collect();
             let after: BTreeSet<&E164> = numbers.iter().map(|n| &n.e164).collect();
+            if by == NumberAuthority::Establishment {
+                if let Some(new) = after.difference(&before).next() {
+                    return Err(TelephonyError::NumberNotAssigned(new.to_string()));
+                }
+            }
             events.push(E::InboundNumbersReplaced {
                 added: after.difference(&before).map(|n| (*n).clone()).collect(),
                 removed: before.difference(&after).map(|n| (*n).clone()).collect(),

@@ -115,6 +115,26 @@ impl User {
         self.email.is_some()
     }
 
+    /// Whether a reset token (its id and the hash of its secret) is the pending one and still
+    /// valid at `now`: the same rule `ResetPassword` applies, asked before anything costly (the
+    /// new password's hash) is computed.
+    pub fn check_reset_token(
+        &self,
+        reset_id: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), UserError> {
+        let pending = self
+            .pending_reset
+            .as_ref()
+            .filter(|p| p.reset_id == reset_id && p.token_hash == token_hash)
+            .ok_or(UserError::ResetTokenInvalid)?;
+        if now >= pending.expires_at {
+            return Err(UserError::ResetTokenExpired);
+        }
+        Ok(())
+    }
+
     pub fn decide(&self, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
         use UserCommand as C;
         if !self.is_registered() && !matches!(command, C::Register { .. }) {
@@ -154,14 +174,7 @@ impl User {
                 password_hash,
                 now,
             } => {
-                let pending = self
-                    .pending_reset
-                    .as_ref()
-                    .filter(|p| p.reset_id == reset_id && p.token_hash == token_hash)
-                    .ok_or(UserError::ResetTokenInvalid)?;
-                if now >= pending.expires_at {
-                    return Err(UserError::ResetTokenExpired);
-                }
+                self.check_reset_token(&reset_id, &token_hash, now)?;
                 Ok(vec![UserEvent::PasswordReset {
                     reset_id,
                     password_hash,

@@ -27,7 +27,7 @@ use crate::application::members::Members;
 use crate::application::outbound_call::OutboundCalls;
 use crate::application::runtimes::{RuntimeManagement, Runtimes};
 use crate::application::telephony::TelephonyPolicies;
-use crate::auth::throttle::LoginThrottle;
+use crate::auth::throttle::{Limits, Throttle};
 use crate::auth::tokens::JwtKeys;
 use crate::background::{Background, WorkQueue, WorkReceiver};
 use crate::config::Config;
@@ -54,7 +54,7 @@ pub struct AppState {
     /// The phone-number routing model in memory (kept current by the `routing` projector).
     pub routing: Arc<RoutingIndex>,
     pub jwt: Arc<JwtKeys>,
-    pub throttle: Arc<LoginThrottle>,
+    pub throttle: Arc<Throttle>,
     pub mailer: WorkQueue<Mail>,
     // What the extractors need.
     pub sessions: Arc<Sessions>,
@@ -202,7 +202,7 @@ impl AppState {
 
         let jwt_key = jwt_secret(&config)?;
         let jwt = Arc::new(JwtKeys::new(&jwt_key));
-        let throttle = Arc::new(LoginThrottle::default());
+        let throttle = Arc::new(Throttle::new(pool.clone(), Limits::default()));
         let twilio: Option<Arc<dyn TwilioCalls>> = TwilioClient::from_config(&config)
             .map_err(|e| anyhow::anyhow!("Twilio configuration: {e}"))?
             .map(|c| Arc::new(c) as Arc<dyn TwilioCalls>);

@@ -20,7 +20,10 @@ fn inbound(e164: &str, agent: &str) -> InboundNumber {
 }
 
 fn update(patch: TelephonyPatch) -> TelephonyCommand {
-    TelephonyCommand::Update(patch)
+    TelephonyCommand::Update {
+        patch,
+        by: NumberAuthority::Platform,
+    }
 }
 
 fn hours(days: &[Day], start: &str, end: &str) -> BusinessHours {
@@ -547,4 +550,49 @@ fn an_outbound_call_is_made_from_an_own_number_and_never_to_a_blacklisted_one() 
         t.outbound_caller_id(Some(&n(A)), &n("+14158671111")),
         Err(R::Blacklisted)
     );
+}
+
+#[test]
+fn an_establishment_admin_reroutes_and_removes_held_numbers_but_cannot_add_a_new_one() {
+    let given = vec![E::InboundNumbersReplaced {
+        numbers: vec![inbound(A, "agt_1"), inbound(B, "agt_1")],
+        added: vec![n(A), n(B)],
+        removed: vec![],
+    }];
+    let by_establishment = |numbers| TelephonyCommand::Update {
+        patch: TelephonyPatch {
+            inbound_numbers: Some(numbers),
+            ..Default::default()
+        },
+        by: NumberAuthority::Establishment,
+    };
+    // Re-routing a held number and dropping another: allowed.
+    F::with(())
+        .given(given.clone())
+        .when(by_establishment(vec![inbound(A, "agt_2")]))
+        .then_expect_events(vec![E::InboundNumbersReplaced {
+            numbers: vec![inbound(A, "agt_2")],
+            added: vec![],
+            removed: vec![n(B)],
+        }]);
+    // A number the establishment does not hold: only the platform assigns it.
+    F::with(())
+        .given(given)
+        .when(by_establishment(vec![
+            inbound(A, "agt_1"),
+            inbound(C, "agt_1"),
+        ]))
+        .then_expect_error(TelephonyError::NumberNotAssigned(C.into()));
+    // The platform may.
+    F::with(())
+        .given_no_previous_events()
+        .when(update(TelephonyPatch {
+            inbound_numbers: Some(vec![inbound(C, "agt_1")]),
+            ..Default::default()
+        }))
+        .then_expect_events(vec![E::InboundNumbersReplaced {
+            numbers: vec![inbound(C, "agt_1")],
+            added: vec![n(C)],
+            removed: vec![],
+        }]);
 }

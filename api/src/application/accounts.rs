@@ -1,6 +1,8 @@
-//! Use cases of access to an account: login (throttled per account and per client, a session
-//! behind every access token), logout, and the password reset by a mailed one-time token
-//! (forgot, then reset; a reset ends every session of the account).
+//! Use cases of access to an account: login, logout, and the password reset by a mailed
+//! one-time token (forgot, then reset; a reset ends every session of the account). Login,
+//! forgot and reset are throttled through counters shared by every process, counted before the
+//! attempt is judged (`auth::throttle`); a reset token is checked before the new password is
+//! hashed, so a forged token costs the server nothing.
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use sqlx::PgPool;
 
 use super::{unexpected_from, Invalid, Unexpected};
 use crate::adapters::smtp::Mail;
-use crate::auth::throttle::LoginThrottle;
+use crate::auth::throttle::Throttle;
 use crate::auth::tokens::{one_time_token, parse_one_time_token, JwtKeys};
 use crate::auth::{password, sessions};
 use crate::background::{Background, WorkQueue};
@@ -50,8 +52,26 @@ pub enum LoginError {
     Unexpected(#[from] Unexpected),
 }
 
+/// Too many requests of this kind from this client (or for this account): retry in that many
+/// seconds.
+#[derive(Debug, thiserror::Error)]
+#[error("too many requests; retry in {0} s")]
+pub struct Throttled(pub u64);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForgotError {
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
+    #[error(transparent)]
+    Unexpected(#[from] Unexpected),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ResetError {
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
+    #[error("the reset token has expired")]
+    Expired,
     #[error(transparent)]
     Invalid(#[from] Invalid),
     #[error("the reset token is invalid or has already been used")]
@@ -62,14 +82,14 @@ pub enum ResetError {
     Unexpected(#[from] Unexpected),
 }
 
-unexpected_from!(LoginError, ResetError);
+unexpected_from!(LoginError, ResetError, ForgotError);
 
 /// The account-access use cases.
 pub struct Accounts {
     pub bus: Arc<CommandBus>,
     pub pool: PgPool,
     pub jwt: Arc<JwtKeys>,
-    pub throttle: Arc<LoginThrottle>,
+    pub throttle: Arc<Throttle>,
     pub mailer: WorkQueue<Mail>,
     /// Counts a reset request in flight (it runs after the caller has its answer).
     pub background: Background,
@@ -92,7 +112,8 @@ impl Accounts {
         if account.len() > MAX_EMAIL || password.len() > MAX_PASSWORD {
             return Err(Invalid::new("email", "too long").into());
         }
-        if let Some(wait) = self.throttle.check(&account, client) {
+        let keys = self.throttle.login_keys(&account, client);
+        if let Some(wait) = self.throttle.attempt(&keys).await? {
             metrics::counter!("logins_throttled_total").increment(1);
             return Err(LoginError::Throttled(wait));
         }
@@ -101,11 +122,11 @@ impl Accounts {
         // An unknown account still costs one verification (no timing oracle).
         let ok = password::verify(password, hash).await;
         let Some(user) = found.filter(|_| ok) else {
-            self.throttle.record_failure(&account, client);
             metrics::counter!("logins_failed_total").increment(1);
             return Err(LoginError::InvalidCredentials);
         };
-        self.throttle.record_success(&account);
+        // This client's attempts on this account start over; its attempts on others do not.
+        self.throttle.clear(&[keys[0].0.clone()]).await?;
         let ttl = self.access_token_ttl_seconds;
         let expires_at = Utc::now() + Duration::seconds(ttl as i64);
         let session_id = sessions::open(&self.pool, &user.id, expires_at).await?;
@@ -130,7 +151,28 @@ impl Accounts {
     /// Mails a single-use reset token when `email` has an account. The work happens after the
     /// caller has its answer, so neither the answer nor its timing reveals whether the account
     /// exists.
-    pub fn forgot_password(self: &Arc<Self>, email: String, request_id: String) {
+    pub async fn forgot_password(
+        self: &Arc<Self>,
+        email: String,
+        client: &str,
+        request_id: String,
+    ) -> Result<(), ForgotError> {
+        // Keyed on the address as given (bounded), whether or not it has an account, so the
+        // throttle reveals nothing either.
+        let account: String = email
+            .trim()
+            .to_ascii_lowercase()
+            .chars()
+            .take(MAX_EMAIL)
+            .collect();
+        if let Some(wait) = self
+            .throttle
+            .attempt(&self.throttle.forgot_keys(&account, client))
+            .await?
+        {
+            metrics::counter!("password_resets_throttled_total").increment(1);
+            return Err(Throttled(wait).into());
+        }
         let job = self.background.job();
         let accounts = self.clone();
         tokio::spawn(async move {
@@ -139,6 +181,7 @@ impl Accounts {
                 tracing::error!(error = %format!("{e:#}"), "password reset request failed");
             }
         });
+        Ok(())
     }
 
     async fn send_reset(&self, email: &str, request_id: &str) -> anyhow::Result<()> {
@@ -183,13 +226,29 @@ impl Accounts {
         &self,
         token: &str,
         new_password: &str,
+        client: &str,
         request_id: &str,
     ) -> Result<(), ResetError> {
+        if let Some(wait) = self
+            .throttle
+            .attempt(&self.throttle.reset_keys(client))
+            .await?
+        {
+            return Err(Throttled(wait).into());
+        }
         password::check_policy(new_password)?;
         let (id, token_hash) = parse_one_time_token(token).ok_or(ResetError::InvalidToken)?;
         let (user_id, reset_id) = id.split_once(':').ok_or(ResetError::InvalidToken)?;
         if !crate::ids::is_id("usr", user_id) {
             return Err(ResetError::InvalidToken);
+        }
+        // The token first: hashing a password is the costly part, and a forged token must not
+        // make the server do it.
+        let (user, _) = self.bus.load::<User>(user_id).await?;
+        match user.check_reset_token(reset_id, &token_hash, Utc::now()) {
+            Ok(()) => {}
+            Err(UserError::ResetTokenExpired) => return Err(ResetError::Expired),
+            Err(_) => return Err(ResetError::InvalidToken),
         }
         let ctx = CommandContext::from_request(Actor::User(user_id.to_string()), request_id);
         let outcome = self

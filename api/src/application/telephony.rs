@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use aggregates::telephony::{
-    InboundNumber, Telephony, TelephonyCommand, TelephonyError, TelephonyPatch,
+    InboundNumber, NumberAuthority, Telephony, TelephonyCommand, TelephonyError, TelephonyPatch,
 };
 use projections::routing::{self, TelephonyRow};
 use sqlx::PgPool;
@@ -20,6 +20,11 @@ pub enum PolicyError {
     /// A routed agent of another establishment, or a policy the aggregate refused.
     #[error(transparent)]
     Invalid(#[from] Invalid),
+    /// A number the establishment does not hold, added by one of its own admins: numbers are
+    /// assigned by the platform (so a tenant cannot take another's number while it is being
+    /// onboarded).
+    #[error(transparent)]
+    NotAssigned(TelephonyError),
     #[error(transparent)]
     Command(ExecError<TelephonyError>),
     #[error(transparent)]
@@ -31,6 +36,9 @@ unexpected_from!(PolicyError);
 impl From<ExecError<TelephonyError>> for PolicyError {
     fn from(e: ExecError<TelephonyError>) -> Self {
         match e {
+            ExecError::Domain(d @ TelephonyError::NumberNotAssigned(_)) => {
+                PolicyError::NotAssigned(d)
+            }
             ExecError::Domain(d) => Invalid::new(d.field(), d.to_string()).into(),
             e => PolicyError::Command(e),
         }
@@ -45,12 +53,14 @@ pub struct TelephonyPolicies {
 
 impl TelephonyPolicies {
     /// Applies a partial update (the caller checked the acting user is an admin of the
-    /// establishment); answers the policy as read back.
+    /// establishment, and says whether they act for the platform); answers the policy as read
+    /// back.
     pub async fn update(
         &self,
         ctx: &CommandContext,
         establishment_id: &str,
         patch: TelephonyPatch,
+        by: NumberAuthority,
     ) -> Result<TelephonyRow, PolicyError> {
         if let Some(numbers) = &patch.inbound_numbers {
             self.check_routing_agents(establishment_id, numbers).await?;
@@ -59,7 +69,7 @@ impl TelephonyPolicies {
             .bus
             .execute::<Telephony>(
                 establishment_id,
-                TelephonyCommand::Update(patch),
+                TelephonyCommand::Update { patch, by },
                 ctx,
                 ExecOptions::default(),
             )

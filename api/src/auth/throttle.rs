@@ -1,117 +1,148 @@
-//! Login throttle: failed attempts are counted per account and per client address in a
-//! sliding window; past the limit, logins answer 429 with Retry-After until the window frees.
+//! Throttles of the unauthenticated endpoints (login, forgot-password, reset-password), kept in
+//! PostgreSQL so every control-plane process shares them, and counted atomically BEFORE the
+//! attempt is judged: parallel guesses cannot slip through between a check and a count.
+//!
+//! Each key is a fixed-window counter (`rate_limits`): one statement bumps every key of an
+//! attempt and answers whether any is over its limit, and for how long. Keys are chosen so that
+//! nobody can lock a victim out: login failures count per (account, client) and per client,
+//! never per account alone, so failures from other addresses never block the victim's own
+//! (docs/security.md).
 
-use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use sqlx::PgPool;
 
-pub struct LoginThrottle {
-    window: Duration,
-    per_account: usize,
-    per_client: usize,
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+/// A limit: at most `max` attempts per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub max: u32,
+    pub window: Duration,
 }
 
-const MAX_KEYS: usize = 100_000;
-
-impl Default for LoginThrottle {
-    fn default() -> Self {
-        Self::new(Duration::from_secs(15 * 60), 5, 30)
-    }
-}
-
-impl LoginThrottle {
-    pub fn new(window: Duration, per_account: usize, per_client: usize) -> Self {
+impl Limit {
+    pub const fn per_minutes(max: u32, minutes: u64) -> Self {
         Self {
-            window,
-            per_account,
-            per_client,
-            failures: Mutex::new(HashMap::new()),
+            max,
+            window: Duration::from_secs(minutes * 60),
         }
-    }
-
-    fn keys(account: &str, client: &str) -> [(String, usize); 2] {
-        [(format!("a:{account}"), 0), (format!("c:{client}"), 1)]
-    }
-
-    /// `Some(seconds)` to wait when either the account or the client is over its limit.
-    pub fn check(&self, account: &str, client: &str) -> Option<u64> {
-        let now = Instant::now();
-        let mut map = self.failures.lock();
-        let mut wait = None;
-        for (key, kind) in Self::keys(account, client) {
-            let limit = if kind == 0 {
-                self.per_account
-            } else {
-                self.per_client
-            };
-            if let Some(q) = map.get_mut(&key) {
-                while q
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= self.window)
-                {
-                    q.pop_front();
-                }
-                if q.len() >= limit {
-                    let oldest = q[q.len() - limit];
-                    let secs = (self.window - now.duration_since(oldest)).as_secs() + 1;
-                    wait = Some(wait.map_or(secs, |w: u64| w.max(secs)));
-                }
-            }
-        }
-        wait
-    }
-
-    pub fn record_failure(&self, account: &str, client: &str) {
-        let now = Instant::now();
-        let mut map = self.failures.lock();
-        if map.len() > MAX_KEYS {
-            let window = self.window;
-            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
-        }
-        for (key, _) in Self::keys(account, client) {
-            let q = map.entry(key).or_default();
-            q.push_back(now);
-            if q.len() > 64 {
-                q.pop_front();
-            }
-        }
-    }
-
-    pub fn record_success(&self, account: &str) {
-        self.failures.lock().remove(&format!("a:{account}"));
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The limits of each throttled action (defaults documented in docs/security.md).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Login attempts of one account from one client.
+    pub login_account_client: Limit,
+    /// Login attempts from one client, whatever the account.
+    pub login_client: Limit,
+    /// Reset mails asked for one address (whether or not it has an account).
+    pub forgot_account: Limit,
+    /// Reset mails asked from one client.
+    pub forgot_client: Limit,
+    /// Reset attempts from one client.
+    pub reset_client: Limit,
+}
 
-    #[test]
-    fn an_account_is_locked_after_repeated_failures_and_freed_by_success() {
-        let t = LoginThrottle::new(Duration::from_secs(60), 3, 100);
-        for _ in 0..3 {
-            assert!(t.check("a@x.io", "1.2.3.4").is_none());
-            t.record_failure("a@x.io", "1.2.3.4");
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            login_account_client: Limit::per_minutes(5, 15),
+            login_client: Limit::per_minutes(30, 15),
+            forgot_account: Limit::per_minutes(3, 60),
+            forgot_client: Limit::per_minutes(20, 60),
+            reset_client: Limit::per_minutes(10, 15),
         }
-        let wait = t.check("a@x.io", "1.2.3.4").expect("locked");
-        assert!(wait > 0 && wait <= 61);
-        assert!(
-            t.check("b@x.io", "1.2.3.4").is_none(),
-            "other accounts unaffected"
-        );
-        t.record_success("a@x.io");
-        assert!(t.check("a@x.io", "1.2.3.4").is_none());
+    }
+}
+
+/// The throttle over the shared counters.
+pub struct Throttle {
+    pool: PgPool,
+    pub limits: Limits,
+}
+
+impl Throttle {
+    pub fn new(pool: PgPool, limits: Limits) -> Self {
+        Self { pool, limits }
     }
 
-    #[test]
-    fn a_client_is_locked_across_accounts() {
-        let t = LoginThrottle::new(Duration::from_secs(60), 100, 4);
-        for i in 0..4 {
-            t.record_failure(&format!("u{i}@x.io"), "9.9.9.9");
+    /// Counts one attempt under every key and answers `Some(seconds)` to wait when any key is
+    /// now over its limit.
+    pub async fn attempt(&self, keys: &[(String, Limit)]) -> Result<Option<u64>, sqlx::Error> {
+        let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        let windows: Vec<i32> = keys
+            .iter()
+            .map(|(_, l)| l.window.as_secs().min(i32::MAX as u64) as i32)
+            .collect();
+        let rows: Vec<(String, i32, f64)> = sqlx::query_as(
+            "INSERT INTO rate_limits AS r (key, window_start, window_secs, hits)
+             SELECT k, now(), w, 1 FROM UNNEST($1::text[], $2::int[]) AS u(k, w)
+             ON CONFLICT (key) DO UPDATE SET
+                 window_start = CASE WHEN r.window_start <= now() - make_interval(secs => r.window_secs)
+                                     THEN now() ELSE r.window_start END,
+                 window_secs = EXCLUDED.window_secs,
+                 hits = CASE WHEN r.window_start <= now() - make_interval(secs => r.window_secs)
+                             THEN 1 ELSE r.hits + 1 END
+             RETURNING key, hits,
+                 extract(epoch FROM (r.window_start + make_interval(secs => r.window_secs) - now()))::float8",
+        )
+        .bind(&names)
+        .bind(&windows)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut wait: Option<u64> = None;
+        for (key, hits, left) in rows {
+            let Some((_, limit)) = keys.iter().find(|(k, _)| *k == key) else {
+                continue;
+            };
+            if hits as i64 > limit.max as i64 {
+                let secs = left.max(0.0).ceil() as u64 + 1;
+                wait = Some(wait.map_or(secs, |w| w.max(secs)));
+            }
         }
-        assert!(t.check("new@x.io", "9.9.9.9").is_some());
-        assert!(t.check("new@x.io", "8.8.8.8").is_none());
+        if rand::random::<u16>().is_multiple_of(1024) {
+            self.prune().await?;
+        }
+        Ok(wait)
+    }
+
+    /// Forgets the counts of these keys (a successful login clears its own key).
+    pub async fn clear(&self, keys: &[String]) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM rate_limits WHERE key = ANY($1)")
+            .bind(keys)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops counters whose window ended long ago (keys cost nothing once expired).
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query(
+            "DELETE FROM rate_limits WHERE window_start < now() - make_interval(secs => window_secs) - interval '1 hour'",
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub fn login_keys(&self, account: &str, client: &str) -> Vec<(String, Limit)> {
+        vec![
+            (
+                format!("login:{account}|{client}"),
+                self.limits.login_account_client,
+            ),
+            (format!("login-client:{client}"), self.limits.login_client),
+        ]
+    }
+
+    pub fn forgot_keys(&self, account: &str, client: &str) -> Vec<(String, Limit)> {
+        vec![
+            (format!("forgot:{account}"), self.limits.forgot_account),
+            (format!("forgot-client:{client}"), self.limits.forgot_client),
+        ]
+    }
+
+    pub fn reset_keys(&self, client: &str) -> Vec<(String, Limit)> {
+        vec![(format!("reset-client:{client}"), self.limits.reset_client)]
     }
 }

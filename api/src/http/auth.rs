@@ -13,7 +13,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::application::accounts::{Accounts, LoggedIn, LoginError, ResetError};
+use crate::application::accounts::{
+    Accounts, ForgotError, LoggedIn, LoginError, ResetError, Throttled,
+};
 use crate::application::invitations::{AcceptError, Acceptance, Accepted, Invitations};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, RequestId as ReqId};
@@ -140,13 +142,20 @@ pub struct StatusResponse {
 async fn forgot_password(
     State(accounts): State<Arc<Accounts>>,
     ReqId(request_id): ReqId,
+    ClientAddr(client): ClientAddr,
     ApiJson(req): ApiJson<ForgotPasswordRequest>,
-) -> (StatusCode, Json<StatusResponse>) {
-    accounts.forgot_password(req.email, request_id);
-    (
+) -> ApiResult<(StatusCode, Json<StatusResponse>)> {
+    accounts
+        .forgot_password(req.email, &client, request_id)
+        .await
+        .map_err(|e| match e {
+            ForgotError::Throttled(Throttled(wait)) => ApiError::too_many_requests(wait),
+            ForgotError::Unexpected(e) => e.into(),
+        })?;
+    Ok((
         StatusCode::ACCEPTED,
         Json(StatusResponse { status: "accepted" }),
-    )
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -164,10 +173,11 @@ pub struct ResetPasswordRequest {
 async fn reset_password(
     State(accounts): State<Arc<Accounts>>,
     ReqId(request_id): ReqId,
+    ClientAddr(client): ClientAddr,
     ApiJson(req): ApiJson<ResetPasswordRequest>,
 ) -> ApiResult<Json<StatusResponse>> {
     accounts
-        .reset_password(&req.token, &req.password, &request_id)
+        .reset_password(&req.token, &req.password, &client, &request_id)
         .await?;
     Ok(Json(StatusResponse {
         status: "password_reset",
@@ -178,6 +188,8 @@ impl From<ResetError> for ApiError {
     fn from(e: ResetError) -> Self {
         match e {
             ResetError::Invalid(i) => i.into(),
+            ResetError::Throttled(Throttled(wait)) => ApiError::too_many_requests(wait),
+            e @ ResetError::Expired => ApiError::bad_request("token_expired", e.to_string()),
             e @ ResetError::InvalidToken => ApiError::bad_request("invalid_token", e.to_string()),
             ResetError::Command(e) => e.into(),
             ResetError::Unexpected(e) => e.into(),

@@ -158,10 +158,11 @@ async fn list_establishments(
     }))
 }
 
-/// Creates an establishment; its creator becomes its admin.
+/// Creates an establishment (platform admins); its creator becomes its admin. Tenants are
+/// onboarded by the platform: an establishment's admin cannot create another one.
 #[utoipa::path(post, path = "/establishments", tag = "establishments", security(("bearer" = [])),
     request_body = CreateEstablishment,
-    responses((status = 201, body = EstablishmentView), (status = 403, description = "only platform admins and establishment admins create establishments"),
+    responses((status = 201, body = EstablishmentView), (status = 403, description = "only platform admins create establishments"),
               (status = 422, description = "invalid name, time zone or locale")))]
 async fn create_establishment(
     State(establishments): State<Arc<Establishments>>,
@@ -169,9 +170,9 @@ async fn create_establishment(
     me: Principal,
     ApiJson(req): ApiJson<CreateEstablishment>,
 ) -> ApiResult<(StatusCode, Json<EstablishmentView>)> {
-    if !me.platform_admin && me.admin_of().is_empty() {
+    if !me.platform_admin {
         return Err(ApiError::forbidden(
-            "only platform admins and establishment admins can create establishments",
+            "only platform admins can create establishments",
         ));
     }
     let new = req.parse()?;

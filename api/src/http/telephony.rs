@@ -5,12 +5,15 @@
 use std::sync::Arc;
 
 use aggregates::common::{Role, E164};
-use aggregates::telephony::{BusinessHours, InboundNumber, MaxCallDuration, TelephonyPatch};
+use aggregates::telephony::{
+    BusinessHours, InboundNumber, MaxCallDuration, NumberAuthority, TelephonyPatch,
+};
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
 use projections::routing::TelephonyRow;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -129,6 +132,10 @@ impl From<PolicyError> for ApiError {
     fn from(e: PolicyError) -> Self {
         match e {
             PolicyError::Invalid(i) => i.into(),
+            PolicyError::NotAssigned(e) => {
+                ApiError::new(StatusCode::FORBIDDEN, "number_not_assigned", e.to_string())
+                    .with_details(json!({"field": "inbound_numbers"}))
+            }
             PolicyError::Command(e) => e.into(),
             PolicyError::Unexpected(e) => e.into(),
         }
@@ -169,7 +176,16 @@ async fn update_telephony(
     let ctx = CommandContext::from_request(Actor::User(me.user_id.clone()), &request_id)
         .in_establishment(&establishment_id);
     let policy = telephony
-        .update(&ctx, &establishment_id, req.into())
+        .update(
+            &ctx,
+            &establishment_id,
+            req.into(),
+            if me.platform_admin {
+                NumberAuthority::Platform
+            } else {
+                NumberAuthority::Establishment
+            },
+        )
         .await?;
     Ok(Json(policy.into()))
 }

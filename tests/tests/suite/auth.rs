@@ -274,3 +274,94 @@ async fn an_expired_reset_token_is_refused() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.code(), "token_expired");
 }
+
+#[tokio::test]
+async fn parallel_wrong_logins_are_counted_before_they_are_judged() {
+    let app = TestApp::spawn().await;
+    let attempts = (0..20).map(|_| {
+        app.request(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({"email": ADMIN_EMAIL, "password": "wrong-password"})),
+        )
+    });
+    let statuses: Vec<u16> = futures::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status.as_u16())
+        .collect();
+    let judged = statuses.iter().filter(|s| **s == 401).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (judged, throttled),
+        (5, 15),
+        "only the first five of twenty parallel guesses may be checked: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_login_throttle_is_shared_by_every_process() {
+    let first = TestApp::spawn().await;
+    let second = TestApp::builder().database(&first.db_url).spawn().await;
+    let wrong = json!({"email": ADMIN_EMAIL, "password": "wrong-password"});
+    for app in [&first, &first, &first, &second, &second] {
+        let r = app
+            .request(Method::POST, "/auth/login", None, Some(wrong.clone()))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = first
+        .request(Method::POST, "/auth/login", None, Some(wrong))
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+}
+
+#[tokio::test]
+async fn failures_from_another_client_never_lock_the_owner_out() {
+    let app = TestApp::spawn().await;
+    let throttle = &app.state().throttle;
+    let attacker = throttle.login_keys("victim@example.com", "203.0.113.7");
+    let mut last = None;
+    for _ in 0..50 {
+        last = throttle.attempt(&attacker).await.unwrap();
+    }
+    assert!(last.is_some(), "the attacking client is throttled");
+    let owner = throttle.login_keys("victim@example.com", "198.51.100.4");
+    assert_eq!(
+        throttle.attempt(&owner).await.unwrap(),
+        None,
+        "the owner's own client is not"
+    );
+}
+
+#[tokio::test]
+async fn reset_mails_are_throttled_per_address_whether_or_not_it_has_an_account() {
+    let app = TestApp::spawn().await;
+    for email in [ADMIN_EMAIL, "nobody@example.com"] {
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            let r = app
+                .request(
+                    Method::POST,
+                    "/auth/forgot-password",
+                    None,
+                    Some(json!({ "email": email })),
+                )
+                .await;
+            statuses.push(r.status.as_u16());
+        }
+        assert_eq!(statuses, [202, 202, 202, 429], "{email}");
+    }
+    app.settle().await;
+    let resets: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'PasswordResetRequested'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        resets, 3,
+        "each accepted request for the account appends once"
+    );
+}

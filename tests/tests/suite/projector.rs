@@ -291,7 +291,7 @@ async fn rebuilt_read_models_equal_the_live_ones() {
         json!({"email": "new@example.com", "role": "viewer"}),
     )
     .await;
-    seed_agents_and_telephony(&app, &admin, &ests[0]).await;
+    seed_agents_and_telephony(&app, &admin, &root, &ests[0]).await;
     app.patch(
         &format!("/establishments/{}", ests[0]),
         &admin,
@@ -339,8 +339,9 @@ async fn rebuilt_read_models_equal_the_live_ones() {
     }
 }
 
-/// Agents with a version history and a telephony policy, for the agents and routing projections.
-async fn seed_agents_and_telephony(app: &TestApp, admin: &str, est: &str) {
+/// Agents with a version history and a telephony policy (numbers assigned by the platform), for
+/// the agents and routing projections.
+async fn seed_agents_and_telephony(app: &TestApp, admin: &str, platform: &str, est: &str) {
     let agent = create_agent(app, admin, est, "Nova").await;
     let second = create_agent(app, admin, est, "Second").await;
     let mut v = Vec::new();
@@ -383,7 +384,7 @@ async fn seed_agents_and_telephony(app: &TestApp, admin: &str, est: &str) {
     ok(app
         .patch(
             &format!("/establishments/{est}/telephony"),
-            admin,
+            platform,
             json!({
                 "inbound_numbers": [
                     {"e164": "+14158675309", "routing_agent_id": agent},

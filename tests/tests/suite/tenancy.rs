@@ -416,12 +416,22 @@ async fn establishments_validate_time_zones_and_locales() {
 }
 
 #[tokio::test]
-async fn an_establishment_admin_may_create_establishments_and_becomes_their_admin() {
+async fn only_platform_admins_create_establishments_and_the_creator_becomes_their_admin() {
     let app = TestApp::spawn().await;
-    let Tenant { est, .. } = app.tenant("First").await;
+    let Tenant { est, admin: root } = app.tenant("First").await;
     let admin = app.seed_member(&est, "owner@example.com", "admin").await;
-    let second = app.create_establishment(&admin, "Second").await;
-    let me = app.get("/me", &admin).await;
+    // Tenants are onboarded by the platform (operations.md): an establishment's admin may not.
+    let r = app
+        .post(
+            "/establishments",
+            &admin,
+            json!({"name": "Second", "timezone": "America/Sao_Paulo", "locale": "pt-BR"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(r.code(), "forbidden");
+    let second = app.create_establishment(&root, "Second").await;
+    let me = app.get("/me", &root).await;
     assert!(me.body["memberships"]
         .as_array()
         .unwrap()
