@@ -73,6 +73,9 @@ pub struct RuntimeOrigin {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TranscriptSegment {
+    /// The runtime's id of the segment; B.1's example leaves it out, and the ingestion
+    /// boundary then uses the event's id (unique and stable across retries).
+    #[serde(default)]
     pub segment_id: String,
     pub speaker: Speaker,
     pub text: String,

@@ -272,7 +272,12 @@ async fn ingest_one(
             return Err(ApiError::validation(name, "must be 1 to 64 characters"));
         }
     }
-    let event = parse_event(&env.event.kind, env.event.payload.clone())?;
+    let mut event = parse_event(&env.event.kind, env.event.payload.clone())?;
+    if let RuntimeEvent::TranscriptSegment(segment) = &mut event {
+        if segment.segment_id.is_empty() {
+            segment.segment_id = env.event.id.clone();
+        }
+    }
     event.validate().map_err(|e| field("event.payload.", e))?;
 
     ingestion

@@ -5,6 +5,7 @@ mod analysis;
 mod audit;
 mod auth;
 mod calls;
+mod contract;
 mod e2e_calls;
 mod errors;
 mod ingest;
