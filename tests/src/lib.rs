@@ -5,10 +5,14 @@
 //! loudly; nothing is skipped.
 
 pub mod app;
+pub mod crm;
 pub mod db;
+pub mod google;
+pub mod logs;
 pub mod runtimes;
 pub mod smtp;
 pub mod twilio;
+pub mod whatsapp;
 
 pub use app::{Json, TestApp};
 

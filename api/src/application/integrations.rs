@@ -363,20 +363,12 @@ impl Integrations {
                     .filter(|c| c.is_ascii_graphic())
                     .take(64)
                     .collect();
-                self.bus
-                    .execute::<Integration>(integration_id, fail(&e), &ctx, ExecOptions::default())
-                    .await?;
+                self.record(integration_id, fail(&e), &ctx).await?;
                 return Ok(redirect("pending_auth", Some(&e)));
             }
             (None, Some(c)) if !c.is_empty() && c.len() <= 2048 => c,
             _ => {
-                self.bus
-                    .execute::<Integration>(
-                        integration_id,
-                        fail("missing_code"),
-                        &ctx,
-                        ExecOptions::default(),
-                    )
+                self.record(integration_id, fail("missing_code"), &ctx)
                     .await?;
                 return Ok(redirect("pending_auth", Some("missing_code")));
             }
@@ -385,14 +377,12 @@ impl Integrations {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(integration_id, error = %e.code, "OAuth code exchange failed");
-                self.bus
-                    .execute::<Integration>(
-                        integration_id,
-                        fail(&format!("token exchange failed: {}", e.code)),
-                        &ctx,
-                        ExecOptions::default(),
-                    )
-                    .await?;
+                self.record(
+                    integration_id,
+                    fail(&format!("token exchange failed: {}", e.code)),
+                    &ctx,
+                )
+                .await?;
                 return Ok(redirect("pending_auth", Some("token_exchange_failed")));
             }
         };
@@ -419,5 +409,19 @@ impl Integrations {
             .await?;
         self.bus.visible(&outcome).await;
         Ok(redirect("connected", None))
+    }
+
+    async fn record(
+        &self,
+        integration_id: &str,
+        command: IntegrationCommand,
+        ctx: &CommandContext,
+    ) -> Result<(), IntegrationsError> {
+        let outcome = self
+            .bus
+            .execute::<Integration>(integration_id, command, ctx, ExecOptions::default())
+            .await?;
+        self.bus.visible(&outcome).await;
+        Ok(())
     }
 }
