@@ -93,12 +93,25 @@ pub async fn parse(
             let parsed = url::Url::parse(smtp_url)
                 .ok()
                 .filter(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some());
-            if parsed.is_none() {
+            let Some(parsed) = parsed else {
                 return Err(Invalid::new(
                     "auth.credentials.smtp_url",
                     "must be an smtp:// or smtps:// URL with a host",
                 ));
-            }
+            };
+            // The same destination rule as CRM endpoints: no internal address unless
+            // allow-listed (checked as an https URL of the same host and port).
+            let port = parsed
+                .port()
+                .unwrap_or(if parsed.scheme() == "smtps" { 465 } else { 587 });
+            let probe = url::Url::parse(&format!(
+                "https://{}:{port}/",
+                parsed.host_str().unwrap_or_default()
+            ))
+            .map_err(|_| Invalid::new("auth.credentials.smtp_url", "has an unusable host"))?;
+            crm.check_destination(&probe)
+                .await
+                .map_err(|e| Invalid::new("auth.credentials.smtp_url", e.to_string()))?;
             let from = text(c, "from")?;
             if from.parse::<lettre::message::Mailbox>().is_err() {
                 return Err(Invalid::new(
