@@ -314,4 +314,28 @@ mod tests {
             Err(VaultError::UnknownMasterKey { .. })
         ));
     }
+
+    #[test]
+    fn the_keyring_takes_the_current_key_and_earlier_ones_from_the_configuration() {
+        let mut config = Config::for_database("postgres://x/y");
+        config.secrets_key = Some(B64.encode([3u8; 32]));
+        config.integrations.secrets_key_previous = Some(format!(
+            "{}, {}",
+            B64.encode([1u8; 32]),
+            B64.encode([2u8; 32])
+        ));
+        let ring = Keyring::from_config(&config).unwrap();
+        assert_eq!(ring.current.id, MasterKey::new(&[3; 32]).id);
+        assert_eq!(ring.previous.len(), 2);
+        assert!(ring.by_id(&MasterKey::new(&[2; 32]).id).is_some());
+        config.integrations.secrets_key_previous = Some("not base64".into());
+        assert!(Keyring::from_config(&config).is_err());
+        config.app_env = "production".into();
+        config.secrets_key = None;
+        config.integrations.secrets_key_previous = None;
+        assert!(
+            Keyring::from_config(&config).is_err(),
+            "production needs SECRETS_KEY"
+        );
+    }
 }

@@ -225,9 +225,16 @@ impl ToolProxy {
             CommandContext::from_request(Actor::Runtime(runtime.runtime_id.clone()), request_id)
                 .in_establishment(&runtime.establishment_id);
         let task = tokio::spawn(async move {
+            // Leaves the in-flight map however the attempt ends (a panic included).
+            struct Leave<'a>(&'a ToolProxy, &'a str);
+            impl Drop for Leave<'_> {
+                fn drop(&mut self) {
+                    self.0.inflight.lock().remove(self.1);
+                }
+            }
+            let _leave = Leave(&this, &key);
             let done = this.lead(&ctx, &key, op, checked).await;
             let _ = tx.send(Some(done.clone()));
-            this.inflight.lock().remove(&key);
             done
         });
         task.await.map_err(unexpected)?
