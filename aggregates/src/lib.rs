@@ -6,6 +6,7 @@ pub mod agent;
 pub mod call;
 pub mod common;
 pub mod establishment;
+pub mod integration;
 pub mod invitation;
 pub mod runtime;
 pub mod telephony;

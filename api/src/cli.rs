@@ -48,11 +48,30 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Integration credentials at rest (envelope encryption; docs/integrations.md).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Benchmarks of the event store (see docs/benchmarks.md) and of runtimes
     /// (docs/runtimes.md).
     Bench {
         #[command(subcommand)]
         command: crate::bench::BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-wraps every integration's data key under a new master key (base64 of 32 bytes),
+    /// unwrapping with SECRETS_KEY or SECRETS_KEY_PREVIOUS; sealed credentials and events are
+    /// not touched. Then set SECRETS_KEY to the new key (and the old one in
+    /// SECRETS_KEY_PREVIOUS until every process runs with the new key). Passing the current
+    /// key re-wraps whatever is still under a previous one.
+    Rotate {
+        /// The new master key (base64 of 32 bytes).
+        #[arg(long, env = "SECRETS_NEW_KEY", hide_env_values = true)]
+        new_key: String,
     },
 }
 
@@ -94,6 +113,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => add_member(cli.config, &email, &password, &establishment, &role).await,
         Command::Projections { command } => projections(cli.config, command).await,
         Command::Bench { command } => crate::bench::run(cli.config, command).await,
+        Command::Secrets {
+            command: SecretsCommand::Rotate { new_key },
+        } => {
+            let pool = crate::db::connect(&cli.config).await?;
+            crate::db::migrate(&pool).await?;
+            let keyring = crate::secrets::Keyring::from_config(&cli.config)?;
+            let new = crate::secrets::MasterKey::parse(&new_key)?;
+            let done = crate::secrets::rotate_master_key(&pool, &keyring, &new).await?;
+            println!(
+                "re-wrapped {} data keys under master key {} ({} were already under it)",
+                done.rewrapped, new.id, done.already_current
+            );
+            Ok(())
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod db;
 pub mod http;
 pub mod ids;
+pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod store;

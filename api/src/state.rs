@@ -22,11 +22,14 @@ use crate::application::establishments::Establishments;
 use crate::application::handoff::Handoffs;
 use crate::application::inbound_call::InboundCalls;
 use crate::application::ingestion::Ingestion;
+use crate::application::integration_access::IntegrationAccess;
+use crate::application::integrations::Integrations;
 use crate::application::invitations::Invitations;
 use crate::application::members::Members;
 use crate::application::outbound_call::OutboundCalls;
 use crate::application::runtimes::{RuntimeManagement, Runtimes};
 use crate::application::telephony::TelephonyPolicies;
+use crate::application::tool_proxy::ToolProxy;
 use crate::auth::throttle::{Limits, Throttle};
 use crate::auth::tokens::JwtKeys;
 use crate::background::{Background, WorkQueue, WorkReceiver};
@@ -75,6 +78,8 @@ pub struct AppState {
     pub ingestion: Arc<Ingestion>,
     pub runtime_management: Arc<RuntimeManagement>,
     pub runtimes: Arc<Runtimes>,
+    pub integrations: Arc<Integrations>,
+    pub tool_proxy: Arc<ToolProxy>,
     /// The workers, started by `server::start`.
     pub workers: Arc<Workers>,
 }
@@ -121,6 +126,8 @@ from_ref!(
     handoffs: Arc<Handoffs>,
     ingestion: Arc<Ingestion>,
     runtime_management: Arc<RuntimeManagement>,
+    integrations: Arc<Integrations>,
+    tool_proxy: Arc<ToolProxy>,
 );
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).
@@ -155,6 +162,7 @@ pub fn projections_feeding(routing: Arc<RoutingIndex>) -> Vec<Arc<dyn Projection
         Arc::new(projections::routing::RoutingProjection::new(routing)),
         Arc::new(projections::runtimes::RuntimesProjection),
         Arc::new(projections::calls::CallsProjection),
+        Arc::new(projections::integrations::IntegrationsProjection),
     ]
 }
 
@@ -256,7 +264,11 @@ impl AppState {
             runtime: runtime_management.clone(),
         });
 
+        let (integrations, tool_proxy) = integration_use_cases(&config, &bus, &pool)?;
+
         Ok(AppState {
+            integrations,
+            tool_proxy,
             sessions: Arc::new(Sessions {
                 jwt: jwt.clone(),
                 pool: pool.clone(),
@@ -335,4 +347,56 @@ impl AppState {
             config: Arc::new(config),
         })
     }
+}
+
+/// The integration use cases and the tool proxy with their adapters (Google, WhatsApp, CRM
+/// webhooks, SMTP) and the credential vault.
+fn integration_use_cases(
+    config: &Config,
+    bus: &Arc<CommandBus>,
+    pool: &PgPool,
+) -> anyhow::Result<(Arc<Integrations>, Arc<ToolProxy>)> {
+    use crate::adapters::integrations::{crm, email, google, whatsapp};
+    let c = &config.integrations;
+    let vault = Arc::new(crate::secrets::Vault::new(
+        pool.clone(),
+        crate::secrets::Keyring::from_config(config)?,
+    ));
+    let google = Arc::new(google::GoogleClient::from_config(config));
+    let crm: Arc<dyn crm::CrmWebhooks> = Arc::new(crm::CrmClient::new(
+        c.timeout(),
+        c.integration_allowed_private_hosts.clone(),
+    ));
+    let access = Arc::new(IntegrationAccess {
+        bus: bus.clone(),
+        pool: pool.clone(),
+        vault: vault.clone(),
+        oauth: google.clone(),
+        refresh_margin_seconds: c.token_refresh_margin_seconds as i64,
+        refreshing: Default::default(),
+    });
+    let integrations = Arc::new(Integrations {
+        bus: bus.clone(),
+        pool: pool.clone(),
+        vault,
+        oauth: google.clone(),
+        crm: crm.clone(),
+        state_ttl: Duration::from_secs(c.oauth_state_ttl_seconds.max(30)),
+    });
+    let proxy = Arc::new(ToolProxy {
+        bus: bus.clone(),
+        pool: pool.clone(),
+        access,
+        calendar: google,
+        whatsapp: Arc::new(whatsapp::WhatsappClient::from_config(config)),
+        email: Arc::new(email::SmtpSender::new(
+            config.smtp_url.clone(),
+            config.mail_from.clone(),
+            c.timeout(),
+        )),
+        crm,
+        wait_for_first: c.timeout() + Duration::from_secs(5),
+        inflight: Default::default(),
+    });
+    Ok((integrations, proxy))
 }

@@ -8,6 +8,7 @@ pub mod agents;
 pub mod calls;
 pub mod event;
 pub mod identity;
+pub mod integrations;
 pub mod routing;
 pub mod runner;
 pub mod runtimes;

@@ -50,6 +50,8 @@ pub struct CallPlan {
     pub pace: Duration,
     /// End when the script ends (the agent hangs up); otherwise wait for a hang-up.
     pub end_with_script: bool,
+    /// Make the call's tool call through the control plane's tool proxy instead.
+    pub tool_proxy: Option<crate::tool_proxy::ProxyPlan>,
 }
 
 pub struct LiveCall {
@@ -354,7 +356,25 @@ async fn play(
             let _ = tx.try_send(media.to_string());
             let _ = tx.try_send(mark.to_string());
         }
-        if i == script.tool.after_turn {
+        if let (true, Some(proxy)) = (i == script.tool.after_turn, &call.plan.tool_proxy) {
+            let n = call.tool_calls.fetch_add(1, Ordering::Relaxed) + 1;
+            let name = proxy.operation.replace('/', ".");
+            e.emit(
+                "tool_called",
+                "tool_called",
+                n,
+                Millis::now(),
+                json!({ "tool_name": name, "arguments": proxy.arguments }),
+            );
+            let (result, error) = crate::tool_proxy::call(&state, &sid, proxy).await;
+            e.emit(
+                "tool_result",
+                "tool_result",
+                n,
+                Millis::now(),
+                json!({ "tool_name": name, "result": result, "error": error }),
+            );
+        } else if i == script.tool.after_turn {
             let t = &script.tool;
             let n = call.tool_calls.fetch_add(1, Ordering::Relaxed) + 1;
             e.emit(
@@ -485,6 +505,7 @@ mod tests {
             segments: 6,
             pace: Duration::ZERO,
             end_with_script: true,
+            tool_proxy: None,
         };
         let call = start(&state, meta(SID), plan.clone(), None).unwrap();
         until_ended(&state, &call).await;
@@ -579,6 +600,7 @@ mod tests {
             segments: 1000,
             pace: Duration::from_millis(20),
             end_with_script: false,
+            tool_proxy: None,
         };
         let call = start(&state, meta(SID), plan, None).unwrap();
         assert_eq!(state.active_calls(), 1);

@@ -15,6 +15,7 @@ mod outbox;
 mod script;
 mod sim_api;
 mod state;
+mod tool_proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

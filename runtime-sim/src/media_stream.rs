@@ -130,6 +130,7 @@ async fn stream(mut socket: WebSocket, state: Arc<SimState>) {
                                 segments: d.segments,
                                 pace: d.pace,
                                 end_with_script: d.hangup == Hangup::Script,
+                                tool_proxy: None,
                             };
                             calls::start(&state, meta, plan, Some(to_twilio.clone())).map_err(|e| e.to_string())
                         });

@@ -58,6 +58,9 @@ struct NewCall {
     /// Stay on the line after the script until `POST /sim/calls/{sid}/hangup` (default false:
     /// the agent hangs up when the script ends).
     wait_for_hangup: Option<bool>,
+    /// Make the script's tool call through the control plane's tool proxy (see
+    /// docs/runtimes.md).
+    tool_proxy: Option<crate::tool_proxy::ProxyPlan>,
 }
 
 fn party(field: &str, v: Option<String>, default: &str) -> Result<String, Answer> {
@@ -153,10 +156,14 @@ async fn create(
         Ok(m) => m,
         Err(e) => return e,
     };
+    if let Some(Err(e)) = req.tool_proxy.as_ref().map(|p| p.valid()) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", e);
+    }
     let plan = CallPlan {
         segments,
         pace,
         end_with_script: !req.wait_for_hangup.unwrap_or(false),
+        tool_proxy: req.tool_proxy,
     };
     match calls::start(&state, meta, plan, None) {
         Ok(call) => (StatusCode::ACCEPTED, Json(call.info(&state))),

@@ -7,12 +7,16 @@
 //! loudly; nothing is skipped.
 
 pub mod app;
+pub mod crm;
 pub mod db;
 pub mod fixtures;
+pub mod google;
+pub mod logs;
 pub mod runtimes;
 pub mod smtp;
 pub mod twilio;
 pub mod wait;
+pub mod whatsapp;
 
 pub use app::{Json, TestApp};
 pub use wait::{eventually, secs};

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::{
     AnsweredBy, CallOpening, CallSid, MachineDetection, OutboundFacts, RecordingRef, Requester,
     RoutingDecision, RuntimeEvent, RuntimeOrigin, SentimentLabel, SentimentScore, SentimentWindow,
-    StatusCallback,
+    StatusCallback, ToolProxyOutcome, ToolProxyRequest,
 };
 use crate::common::E164;
 
@@ -115,4 +115,12 @@ pub enum CallCommand {
         segments_covered: u64,
         generated_at: DateTime<Utc>,
     },
+    /// The tool proxy is about to act for the call's runtime (refused for another
+    /// establishment's call).
+    RequestToolProxy {
+        establishment_id: String,
+        request: ToolProxyRequest,
+    },
+    /// What came of a tool-proxy invocation.
+    RecordToolProxyOutcome { outcome: ToolProxyOutcome },
 }

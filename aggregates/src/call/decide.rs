@@ -370,6 +370,11 @@ impl Call {
                     });
                 }
             }
+            C::RequestToolProxy {
+                establishment_id,
+                request,
+            } => return self.request_tool_proxy(&establishment_id, request),
+            C::RecordToolProxyOutcome { outcome } => return self.record_tool_proxy(outcome),
             C::RecordSummary {
                 summary,
                 generator,

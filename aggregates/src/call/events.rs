@@ -185,6 +185,15 @@ pub enum CallEvent {
         segments_covered: u64,
         generated_at: DateTime<Utc>,
     },
+    ToolProxyRequested {
+        request: ToolProxyRequest,
+    },
+    ToolProxySucceeded {
+        outcome: ToolProxyOutcome,
+    },
+    ToolProxyFailed {
+        outcome: ToolProxyOutcome,
+    },
 }
 crate::domain_event!(CallEvent {
     CallOpened,
@@ -211,6 +220,9 @@ crate::domain_event!(CallEvent {
     RuntimeErrorReported,
     SentimentComputed,
     SummaryGenerated,
+    ToolProxyRequested,
+    ToolProxySucceeded,
+    ToolProxyFailed,
 });
 
 impl UniqueClaims for CallEvent {

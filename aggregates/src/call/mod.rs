@@ -29,6 +29,7 @@ mod events;
 mod outbound;
 mod runtime_events;
 mod state;
+mod tool_proxy;
 mod twilio;
 mod values;
 
@@ -38,6 +39,7 @@ pub use events::*;
 pub use outbound::*;
 pub use runtime_events::*;
 pub use state::*;
+pub use tool_proxy::*;
 pub use twilio::*;
 pub use values::*;
 

@@ -144,6 +144,8 @@ pub struct Call {
     pub sentiment_segments: Option<u64>,
     pub summary_segments: Option<u64>,
     pub reaped: bool,
+    #[serde(default, skip_serializing_if = "ToolProxyProgress::is_empty")]
+    pub tool_proxy: ToolProxyProgress,
 }
 
 impl Call {
@@ -302,6 +304,9 @@ impl Aggregate for Call {
             E::SummaryGenerated {
                 segments_covered, ..
             } => self.summary_segments = Some(segments_covered),
+            E::ToolProxyRequested { .. } => self.tool_proxy.requested += 1,
+            E::ToolProxySucceeded { .. } => self.tool_proxy.succeeded += 1,
+            E::ToolProxyFailed { .. } => self.tool_proxy.failed += 1,
         }
     }
 }

@@ -2,5 +2,6 @@
 //! webhooks, SMTP. Use cases and workers reach them through the ports they define.
 
 pub mod docker;
+pub mod integrations;
 pub mod smtp;
 pub mod twilio;

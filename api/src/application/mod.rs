@@ -13,12 +13,16 @@ pub mod establishments;
 pub mod handoff;
 pub mod inbound_call;
 pub mod ingestion;
+pub mod integration_access;
+pub mod integration_credentials;
+pub mod integrations;
 pub mod invitations;
 pub mod members;
 pub mod messages;
 pub mod outbound_call;
 pub mod runtimes;
 pub mod telephony;
+pub mod tool_proxy;
 
 use std::fmt;
 

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use clap::Args;
 
+pub mod integrations;
 pub mod runtime;
 
+pub use integrations::IntegrationsConfig;
 pub use runtime::RuntimeConfig;
 
 #[derive(Debug, Clone, Args)]
@@ -193,6 +195,11 @@ pub struct Config {
     /// Runtime management (RUNTIME_*; see docs/runtimes.md).
     #[command(flatten)]
     pub runtime: RuntimeConfig,
+
+    /// Integrations and the tool proxy (GOOGLE_*, WHATSAPP_*, INTEGRATION_*; see
+    /// docs/integrations.md).
+    #[command(flatten)]
+    pub integrations: IntegrationsConfig,
 }
 
 impl Config {
@@ -251,6 +258,7 @@ impl Config {
             database_max_connections: 16,
             max_body_bytes: 1_048_576,
             runtime: Default::default(),
+            integrations: Default::default(),
         }
     }
 }

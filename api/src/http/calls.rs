@@ -556,6 +556,18 @@ pub struct ToolLogItem {
     pub latency_ms: Option<i64>,
     /// `ok`, `error`, or `pending` (no result yet).
     pub status: &'static str,
+    /// `runtime` (reported by the runtime) or `proxy` (executed by the tool proxy).
+    pub source: String,
+    /// Tool-proxy invocations: the runtime's tool-call id, the integration and the version of
+    /// its credentials used (never their value), and the provider's HTTP status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_version: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_status: Option<i32>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -594,6 +606,11 @@ async fn tool_log(
                     called_at: r.called_at,
                     result_at: r.result_at,
                     latency_ms: r.latency_ms,
+                    source: r.source,
+                    tool_call_id: r.tool_call_id,
+                    integration_id: r.integration_id,
+                    credential_version: r.credential_version,
+                    provider_status: r.provider_status,
                 }
             })
             .collect(),

@@ -10,12 +10,14 @@ pub mod establishments;
 pub mod extract;
 pub mod health;
 pub mod ingest;
+pub mod integrations;
 pub mod openapi;
 pub mod principal;
 pub mod recording_links;
 pub mod runtime_principal;
 pub mod runtimes;
 pub mod telephony;
+pub mod tool_proxy;
 pub mod twilio;
 pub mod twilio_form;
 pub mod users;
@@ -64,6 +66,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(twilio::routes())
         .merge(runtimes::routes())
         .merge(ingest::routes())
+        .merge(integrations::routes())
+        .merge(tool_proxy::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json` (also `control-plane openapi`).

@@ -15,6 +15,7 @@ use crate::event::StoredEvent;
 use crate::runner::Projection;
 
 pub mod queries;
+mod tool_proxy;
 
 pub struct CallsProjection;
 
@@ -650,6 +651,10 @@ async fn apply_one(tx: &mut PgConnection, e: &StoredEvent, event: CallEvent) -> 
                 json!({"generator": generator}),
             )
             .await?;
+        }
+        E::ToolProxyRequested { request } => tool_proxy::requested(tx, e, &request).await?,
+        E::ToolProxySucceeded { outcome } | E::ToolProxyFailed { outcome } => {
+            tool_proxy::completed(tx, e, &outcome).await?
         }
     }
     Ok(())

@@ -308,12 +308,19 @@ pub struct ToolLogRow {
     pub called_at: Option<DateTime<Utc>>,
     pub result_at: Option<DateTime<Utc>>,
     pub latency_ms: Option<i64>,
+    /// `runtime` (reported by the runtime) or `proxy` (executed by the tool proxy).
+    pub source: String,
+    pub tool_call_id: Option<String>,
+    pub integration_id: Option<String>,
+    pub credential_version: Option<i32>,
+    pub provider_status: Option<i32>,
 }
 
 /// A call's tool invocations paired with their results, in order.
 pub async fn tool_log(pool: &PgPool, call_id: &str) -> sqlx::Result<Vec<ToolLogRow>> {
     sqlx::query_as(
-        "SELECT invocation, tool_name, arguments, result, error, called_at, result_at, latency_ms
+        "SELECT invocation, tool_name, arguments, result, error, called_at, result_at, latency_ms,
+                source, tool_call_id, integration_id, credential_version, provider_status
          FROM rm_tool_log WHERE call_id = $1 ORDER BY sequence",
     )
     .bind(call_id)
@@ -407,5 +414,29 @@ pub async fn overdue(
     .bind(now)
     .bind(limit)
     .fetch_all(pool)
+    .await
+}
+
+/// The recorded outcome of a tool-proxy invocation (`None` while it is still running, or
+/// before the projector caught up).
+#[derive(Debug, Clone, FromRow)]
+pub struct ProxyOutcomeRow {
+    pub result: Option<Value>,
+    pub error: Option<Value>,
+    pub provider_status: Option<i32>,
+}
+
+pub async fn proxy_outcome(
+    pool: &PgPool,
+    call_id: &str,
+    tool_call_id: &str,
+) -> sqlx::Result<Option<ProxyOutcomeRow>> {
+    sqlx::query_as(
+        "SELECT result, error, provider_status FROM rm_tool_log
+         WHERE call_id = $1 AND tool_call_id = $2 AND result_at IS NOT NULL",
+    )
+    .bind(call_id)
+    .bind(tool_call_id)
+    .fetch_optional(pool)
     .await
 }

@@ -316,6 +316,23 @@ async fn rebuilt_read_models_equal_the_live_ones() {
     }
     seed_call(&app, &ests[0]).await;
     seed_call(&app, &ests[1]).await;
+    // An integration, renamed (the integrations projection folds its events).
+    let r = app
+        .post(
+            &format!("/establishments/{}/integrations", ests[0]),
+            &root,
+            serde_json::json!({"type": "email", "display_name": "Mail",
+                               "auth": {"mode": "api_key", "credentials": {}}}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+    let integration = r.body["integration_id"].as_str().unwrap().to_string();
+    app.patch(
+        &format!("/integrations/{integration}"),
+        &root,
+        serde_json::json!({"display_name": "Front desk mail", "enabled": false}),
+    )
+    .await;
 
     app.settle().await;
     for projection in control_plane::state::projections() {

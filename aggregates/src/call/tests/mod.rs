@@ -253,5 +253,6 @@ mod outbound;
 mod outbound_refusals;
 mod reaper;
 mod runtime_first;
+mod tool_proxy;
 mod twilio_callbacks;
 mod values;
