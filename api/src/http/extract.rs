@@ -122,7 +122,8 @@ fn form_urlencoded_parse(q: &str) -> url::form_urlencoded::Parse<'_> {
     url::form_urlencoded::parse(q.as_bytes())
 }
 
-/// The id of the current request (`x-request-id`), set by the request-id middleware.
+/// The id of the current request (`x-request-id`), set by the request-id middleware (a safe
+/// token of at most 64 characters; checked again here for routers without the middleware).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
@@ -135,6 +136,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
                 .headers
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
+                .filter(|v| crate::http::is_safe_request_id(v))
                 .map(str::to_string)
                 .unwrap_or_else(|| crate::ids::new_id("req")),
         ))

@@ -4,6 +4,7 @@ mod agents;
 mod analysis;
 mod audit;
 mod auth;
+mod boundaries;
 mod calls;
 mod e2e_calls;
 mod errors;
