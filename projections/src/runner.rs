@@ -317,7 +317,9 @@ impl Projector {
         let mut failures = 0u32;
         let mut blocked = 0u32;
         let mut poll_due = true;
-        let mut last_batch = Instant::now() - self.config.min_batch_interval;
+        let mut last_batch = Instant::now()
+            .checked_sub(self.config.min_batch_interval)
+            .unwrap_or_else(Instant::now);
         loop {
             let pending = self.hub.latest_of(types) > *self.memory.lock();
             if pending || poll_due {

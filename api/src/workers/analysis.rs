@@ -388,9 +388,15 @@ async fn record_sentiment(
             .windows(WINDOW_SECS)
             .into_iter()
             .filter_map(|w| {
+                // Checked: the offsets come from runtime-supplied times.
+                let at = |secs: f64| {
+                    base.checked_add_signed(chrono::TimeDelta::try_milliseconds(
+                        (secs * 1000.0) as i64,
+                    )?)
+                };
                 Some(SentimentWindow {
-                    start: base + chrono::Duration::milliseconds((w.start * 1000.0) as i64),
-                    end: base + chrono::Duration::milliseconds((w.end * 1000.0) as i64),
+                    start: at(w.start)?,
+                    end: at(w.end)?,
                     label: label(w.score.label),
                     score: SentimentScore::try_from(w.score.score).ok()?,
                 })

@@ -1,8 +1,9 @@
-//! What a caller controls stays bounded: request ids (copied into every event's metadata) and
-//! metric labels.
+//! What a caller controls stays bounded: request ids (copied into every event's metadata),
+//! metric labels, and the values of signed Twilio webhooks.
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use tests::twilio::TwilioStandIn;
 use tests::TestApp;
 
 async fn with_request_id(app: &TestApp, id: &str) -> tests::app::Resp {
@@ -98,4 +99,75 @@ async fn request_metrics_label_only_the_standard_methods() {
             "{method} became a label: {metrics}"
         );
     }
+}
+
+#[tokio::test]
+async fn signed_twilio_webhooks_with_values_postgres_could_not_store_are_refused() {
+    let twilio = TwilioStandIn::start().await;
+    let token = twilio.auth_token.clone();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let app = TestApp::builder()
+        .config(move |c| {
+            c.listen_addr = format!("127.0.0.1:{port}").parse().unwrap();
+            c.public_base_url = Some(format!("http://127.0.0.1:{port}"));
+            c.twilio_auth_token = Some(token);
+        })
+        .spawn()
+        .await;
+    let incoming = app.url("/webhooks/twilio/incoming-call");
+    let status_url = app.url("/webhooks/twilio/call-status");
+
+    // A well-formed call to a number nobody owns is answered (rejected by TwiML).
+    let ok = twilio.incoming_call(&incoming, "+14155550100", "+14158675309");
+    assert_eq!(twilio.send(&ok).await.status(), StatusCode::OK);
+
+    // (parameter, its value, which webhook)
+    let cases: [(&str, String, &str); 5] = [
+        ("CallerCountry", "U\u{0}S".into(), "incoming"),
+        ("FromCity", "bell\u{7}".into(), "incoming"),
+        ("CallerName", "x".repeat(9_000), "incoming"),
+        (
+            "Timestamp",
+            "Fri, 31 Dec 1999 23:00:00 +0000".into(),
+            "status",
+        ),
+        (
+            "Timestamp",
+            "Mon, 01 Jan 2120 00:00:00 +0000".into(),
+            "status",
+        ),
+    ];
+    for (field, value, kind) in cases {
+        let mut hook = twilio.incoming_call(
+            if kind == "incoming" {
+                &incoming
+            } else {
+                &status_url
+            },
+            "+14155550100",
+            "+14158675309",
+        );
+        if kind == "status" {
+            hook.params.retain(|(k, _)| k != "CallStatus");
+            hook.params.push(("CallStatus".into(), "completed".into()));
+        }
+        hook.params.push((field.to_string(), value));
+        let r = TestApp::read(twilio.send(&hook).await).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{field}: {}",
+            r.text
+        );
+        assert_eq!(r.body["error"]["details"]["field"], field, "{}", r.text);
+    }
+    let calls: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'Call'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(calls, 0, "nothing refused was recorded");
 }

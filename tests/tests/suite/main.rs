@@ -11,6 +11,7 @@ mod errors;
 mod ingest;
 mod loadgen;
 mod ops;
+mod poison;
 mod projector;
 mod runtimes;
 mod store;
