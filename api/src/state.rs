@@ -16,6 +16,7 @@ use crate::adapters::smtp::{self, Mail, MailTransport};
 use crate::adapters::twilio::client::{TwilioCalls, TwilioClient};
 use crate::application::call_callbacks::CallCallbacks;
 use crate::application::call_streams::CallStreams;
+use crate::application::dead_letters::DeadLetters;
 use crate::application::handoff::Handoffs;
 use crate::application::inbound_call::InboundCalls;
 use crate::application::ingestion::Ingestion;
@@ -63,6 +64,7 @@ pub struct AppState {
     pub ingestion: Arc<Ingestion>,
     pub runtime_management: Arc<RuntimeManagement>,
     pub runtimes: Arc<Runtimes>,
+    pub dead_letters: Arc<DeadLetters>,
     /// The workers, started by `server::start`.
     pub workers: Arc<Workers>,
 }
@@ -103,6 +105,7 @@ from_ref!(
     handoffs: Arc<Handoffs>,
     ingestion: Arc<Ingestion>,
     runtime_management: Arc<RuntimeManagement>,
+    dead_letters: Arc<DeadLetters>,
 );
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).
@@ -271,6 +274,10 @@ impl AppState {
             }),
             runtime_management,
             runtimes,
+            dead_letters: Arc::new(DeadLetters {
+                pool: pool.clone(),
+                projectors: projectors.clone(),
+            }),
             workers,
             jwt,
             throttle: Arc::new(LoginThrottle::default()),

@@ -7,6 +7,7 @@
 
 pub mod call_callbacks;
 pub mod call_streams;
+pub mod dead_letters;
 pub mod handoff;
 pub mod inbound_call;
 pub mod ingestion;

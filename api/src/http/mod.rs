@@ -1,6 +1,7 @@
 //! The HTTP surface: routes (collected with their OpenAPI descriptions), middleware (request
 //! id, tracing, metrics, body limits, panics) and the contract-shaped fallbacks.
 
+pub mod admin;
 pub mod agents;
 pub mod audit;
 pub mod auth;
@@ -102,6 +103,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(twilio::routes())
         .merge(runtimes::routes())
         .merge(ingest::routes())
+        .merge(admin::routes())
 }
 
 pub fn router(state: AppState) -> Router {

@@ -29,6 +29,7 @@ use crate::state::AppState;
         (name = "ingest", description = "Runtime events (Appendix B), with the runtime token"),
         (name = "twilio", description = "Twilio webhooks (X-Twilio-Signature, no user auth)"),
         (name = "operations", description = "Probes and metrics"),
+        (name = "admin", description = "Platform administration: dead letters (events a projector set aside)"),
     )
 )]
 pub struct ApiDoc;

@@ -62,6 +62,9 @@ pub struct CallDetailRow {
     pub tool_calls: i32,
     pub runtime_errors: i32,
     pub reaped_reason: Option<String>,
+    /// Some event of this call was set aside by a projector and not resolved (dead letter):
+    /// the read models may miss part of it.
+    pub degraded: bool,
 }
 
 /// Which establishments a read may see: `None` = all (platform admins).
@@ -133,7 +136,10 @@ pub async fn history(
 pub async fn details(pool: &PgPool, call_id: &str) -> sqlx::Result<Option<CallDetailRow>> {
     sqlx::query_as(&format!(
         "SELECT {CALL_COLUMNS}, routing, answered_by, placement, handoff, requested_by, metadata,
-                recording, segments, tool_calls, runtime_errors, reaped_reason
+                recording, segments, tool_calls, runtime_errors, reaped_reason,
+                EXISTS (SELECT 1 FROM projector_dead_letters d
+                        WHERE d.aggregate_type = 'Call' AND d.aggregate_id = rm_calls.id
+                          AND NOT d.resolved) AS degraded
          FROM rm_calls WHERE id = $1"
     ))
     .bind(call_id)

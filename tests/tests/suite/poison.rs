@@ -1,7 +1,12 @@
-//! Poison events cannot stall anyone: ingestion refuses what a projector could not store.
+//! Poison events cannot stall anyone: ingestion refuses what a projector could not store, and
+//! an event that still cannot be projected is set aside as a dead letter (its call marked
+//! degraded) while every other call keeps updating; platform admins list and retry dead
+//! letters, and a rebuild reproduces live.
 
 use std::time::{Duration, Instant};
 
+use aggregates::call::*;
+use control_plane::store::{CommandContext, ExecOptions};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tests::runtimes::{container_env, RuntimeEnv, IMAGE};
@@ -79,6 +84,86 @@ fn segment(n: u32, text: &str) -> Value {
 
 async fn ingest(app: &TestApp, rt: &Runtime, body: Value) -> tests::app::Resp {
     app.post("/ingest/call-events", &rt.token, body).await
+}
+
+async fn ingest_ok(app: &TestApp, rt: &Runtime, body: Value) {
+    let r = ingest(app, rt, body).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+}
+
+/// Starts a call and sends `texts` as its segments.
+async fn call_with_segments(app: &TestApp, rt: &Runtime, sid: &str, texts: &[&str]) {
+    ingest_ok(
+        app,
+        rt,
+        envelope(
+            rt,
+            sid,
+            "started",
+            "call_started",
+            json!({"started_at": at(-40)}),
+        ),
+    )
+    .await;
+    for (n, text) in texts.iter().enumerate() {
+        let n = n as u32 + 1;
+        ingest_ok(
+            app,
+            rt,
+            envelope(
+                rt,
+                sid,
+                &format!("seg:{n:06}"),
+                "transcript_segment",
+                segment(n, text),
+            ),
+        )
+        .await;
+    }
+}
+
+async fn call_id_of(app: &TestApp, sid: &str) -> String {
+    sqlx::query_scalar("SELECT id FROM rm_calls WHERE provider_call_sid = $1")
+        .bind(sid)
+        .fetch_one(app.pool())
+        .await
+        .expect("the call is projected")
+}
+
+async fn transcript_texts(app: &TestApp, token: &str, call_id: &str) -> Vec<String> {
+    let r = app
+        .get(&format!("/calls/{call_id}/transcript"), token)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn call_count(app: &TestApp, token: &str, est: &str) -> usize {
+    let r = app
+        .get(&format!("/calls?establishment_id={est}"), token)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.body["items"].as_array().unwrap().len()
+}
+
+/// Every row of the tables, in a stable order (to compare live and rebuilt read models).
+async fn dump(app: &TestApp, tables: &[&str]) -> Value {
+    let mut out = serde_json::Map::new();
+    for table in tables {
+        let rows: Value = sqlx::query_scalar(&format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]'::jsonb) FROM {table} t"
+        ))
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+        out.insert(table.to_string(), rows);
+    }
+    Value::Object(out)
 }
 
 #[tokio::test]
@@ -241,4 +326,278 @@ async fn ingestion_refuses_payloads_a_projector_could_not_store_naming_the_field
     .await
     .unwrap();
     assert_eq!(appended, 0, "nothing refused was appended");
+}
+
+#[tokio::test]
+async fn a_poison_event_is_set_aside_while_every_other_call_keeps_updating() {
+    let Some((_env, app, root)) = setup().await else {
+        return;
+    };
+    let a = runtime(&app, &root, "Poisoned").await;
+    let b = runtime(&app, &root, "Healthy").await;
+    let b_admin = app.seed_member(&b.est, "admin@healthy.test", "admin").await;
+
+    let (sid_a, sid_b) = (new_sid(), new_sid());
+    call_with_segments(&app, &a, &sid_a, &["hello from A"]).await;
+    call_with_segments(&app, &b, &sid_b, &["hello from B"]).await;
+    app.state().projectors.catch_up().await.unwrap();
+    let (call_a, call_b) = (
+        call_id_of(&app, &sid_a).await,
+        call_id_of(&app, &sid_b).await,
+    );
+
+    // A projector bug, as a deploy could bring: the calls projection now fails on any segment
+    // containing POISON (a constraint stands in for the bug, so the test can fix it later).
+    sqlx::query(
+        "ALTER TABLE rm_transcript_segments ADD CONSTRAINT poison_probe
+             CHECK (position('POISON' in text) = 0)",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    // A's runtime sends a segment that passes ingestion but cannot be projected…
+    ingest_ok(
+        &app,
+        &a,
+        envelope(
+            &a,
+            &sid_a,
+            "seg:000002",
+            "transcript_segment",
+            segment(2, "POISON pill"),
+        ),
+    )
+    .await;
+    // …and an event reaches A's stream that no projector can ever store (an instant
+    // PostgreSQL cannot represent: ingestion refuses it, so it comes through the bus).
+    let ancient = chrono::NaiveDate::from_ymd_opt(-10_000, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let open = CallOpening {
+        call_id: call_a.clone(),
+        establishment_id: a.est.clone(),
+        direction: Direction::Inbound,
+        call_sid: Some(sid_a.parse().unwrap()),
+        from: "+14155550100".parse().unwrap(),
+        to: "+14158675309".parse().unwrap(),
+        agent_id: None,
+        agent_version_id: None,
+        opened_by: OpenedBy::Runtime,
+        at: chrono::Utc::now(),
+    };
+    app.state()
+        .bus
+        .execute::<Call>(
+            &call_a,
+            CallCommand::IngestRuntimeEvent {
+                open,
+                origin: RuntimeOrigin {
+                    runtime_id: a.id.clone(),
+                    event_id: "evt_ancient".into(),
+                    occurred_at: chrono::Utc::now(),
+                },
+                event: RuntimeEvent::TranscriptSegment(TranscriptSegment {
+                    segment_id: "seg_ancient".into(),
+                    speaker: Speaker::Customer,
+                    text: "from another age".into(),
+                    started_at: ancient,
+                    ended_at: ancient,
+                    confidence: None,
+                }),
+            },
+            &CommandContext::system("test").in_establishment(&a.est),
+            ExecOptions::default(),
+        )
+        .await
+        .expect("the aggregate accepts it");
+
+    // Everyone else goes on: B's call grows, B opens a new call, A's call gets more segments.
+    for (n, text) in [(2, "B keeps talking"), (3, "and talking")] {
+        ingest_ok(
+            &app,
+            &b,
+            envelope(
+                &b,
+                &sid_b,
+                &format!("seg:{n:06}"),
+                "transcript_segment",
+                segment(n, text),
+            ),
+        )
+        .await;
+    }
+    let sid_b2 = new_sid();
+    call_with_segments(&app, &b, &sid_b2, &["a second call of B"]).await;
+    ingest_ok(
+        &app,
+        &a,
+        envelope(
+            &a,
+            &sid_a,
+            "seg:000004",
+            "transcript_segment",
+            segment(4, "A goes on"),
+        ),
+    )
+    .await;
+    app.state()
+        .projectors
+        .catch_up()
+        .await
+        .expect("no projector stalls on the poison events");
+
+    assert_eq!(
+        transcript_texts(&app, &b_admin, &call_b).await,
+        ["hello from B", "B keeps talking", "and talking"]
+    );
+    assert_eq!(call_count(&app, &b_admin, &b.est).await, 2);
+    let call_b2 = call_id_of(&app, &sid_b2).await;
+    assert_eq!(
+        transcript_texts(&app, &b_admin, &call_b2).await,
+        ["a second call of B"]
+    );
+    assert_eq!(
+        transcript_texts(&app, &root, &call_a).await,
+        ["hello from A", "A goes on"]
+    );
+    let details = app.get(&format!("/calls/{call_a}"), &root).await.body;
+    assert_eq!(details["degraded"], true, "{details}");
+    assert_eq!(details["transcript_segments"], 2);
+    let details_b = app.get(&format!("/calls/{call_b}"), &b_admin).await.body;
+    assert_eq!(details_b["degraded"], false);
+
+    // Platform admins see what was set aside, newest first, with the error.
+    let list = app.get("/admin/dead-letters?projector=calls", &root).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    let items = list.body["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2, "{}", list.text);
+    let failed_at = |i: &Value| {
+        i["last_failed_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    assert!(failed_at(&items[0]) >= failed_at(&items[1]), "newest first");
+    let poison = items
+        .iter()
+        .find(|i| i["error"].as_str().unwrap().contains("poison_probe"))
+        .unwrap_or_else(|| panic!("the constraint's failure is listed: {}", list.text));
+    let unstorable = items
+        .iter()
+        .find(|i| !i["error"].as_str().unwrap().contains("poison_probe"))
+        .unwrap();
+    for item in [poison, unstorable] {
+        assert_eq!(item["aggregate_type"], "Call");
+        assert_eq!(item["aggregate_id"], call_a.as_str());
+        assert_eq!(item["establishment_id"], a.est.as_str());
+        assert_eq!(item["event_type"], "TranscriptSegmentAdded");
+        assert_eq!(item["resolved"], false);
+        assert!(item["attempts"].as_i64().unwrap() >= 2, "{item}");
+    }
+    let metrics = app
+        .request(reqwest::Method::GET, "/metrics", None, None)
+        .await
+        .text;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("projector_dead_letters_total{projector=\"calls\"} ")),
+        "{metrics}"
+    );
+
+    // Nobody else may look or retry.
+    let r = app.get("/admin/dead-letters", &b_admin).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = app
+        .request(reqwest::Method::GET, "/admin/dead-letters", None, None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let retry_path = |i: &Value| format!("/admin/dead-letters/{}/retry", i["id"]);
+    let r = app.post(&retry_path(poison), &b_admin, json!({})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app
+        .post("/admin/dead-letters/999999/retry", &root, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // A retry before the fix fails again: 409 with the error, the attempt counted.
+    let r = app.post(&retry_path(poison), &root, json!({})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.code(), "retry_failed");
+    assert!(
+        r.body["error"]["details"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("poison_probe"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        r.body["error"]["details"]["dead_letter"]["attempts"],
+        poison["attempts"].as_i64().unwrap() + 1
+    );
+    // The unstorable one can never be applied.
+    let r = app.post(&retry_path(unstorable), &root, json!({})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.code(), "retry_failed");
+
+    // The fix is deployed; a retry applies the segment and resolves the dead letter.
+    sqlx::query("ALTER TABLE rm_transcript_segments DROP CONSTRAINT poison_probe")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let r = app.post(&retry_path(poison), &root, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["resolved"], true);
+    assert!(r.body["resolved_at"].is_string());
+    let r = app.post(&retry_path(poison), &root, json!({})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "already_resolved");
+    assert_eq!(
+        transcript_texts(&app, &root, &call_a).await,
+        ["hello from A", "POISON pill", "A goes on"]
+    );
+    let details = app.get(&format!("/calls/{call_a}"), &root).await.body;
+    assert_eq!(details["transcript_segments"], 3);
+    assert_eq!(
+        details["degraded"], true,
+        "the unstorable event is still set aside"
+    );
+    let open: Vec<Value> = app
+        .get("/admin/dead-letters?resolved=false", &root)
+        .await
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        open.iter()
+            .all(|i| i["id"] == unstorable["id"] || i["projector"] != "calls"),
+        "{open:?}"
+    );
+
+    // A rebuild reproduces live: the resolved event in its place, the unresolved one skipped
+    // (and not set aside a second time).
+    let projection = projections::calls::CallsProjection;
+    let tables = projections::Projection::tables(&projection);
+    // Quiet first: the analysis worker may still record a sentiment (an event) for A or B.
+    assert!(app.state().background.idle(Duration::from_secs(30)).await);
+    app.state().projectors.catch_up().await.unwrap();
+    let live = dump(&app, tables).await;
+    let dead_before: i64 = sqlx::query_scalar("SELECT count(*) FROM projector_dead_letters")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    projections::runner::rebuild(app.pool(), &projection, 3, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(dump(&app, tables).await, live, "rebuilt = live");
+    let dead_after: i64 = sqlx::query_scalar("SELECT count(*) FROM projector_dead_letters")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(dead_before, dead_after);
 }
