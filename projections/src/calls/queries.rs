@@ -415,3 +415,50 @@ pub async fn overdue(
     .fetch_all(pool)
     .await
 }
+
+/// An ended call whose analysis is incomplete: no summary, or a sentiment that does not cover
+/// all its segments (what a stop between the call's end and its analysis leaves behind).
+#[derive(Debug, Clone, FromRow)]
+pub struct UnanalysedCall {
+    pub id: String,
+    pub segments: i64,
+    pub expected_segments: Option<i64>,
+    /// Segments the recorded sentiment covered (`None`: no sentiment yet).
+    pub sentiment_considered: Option<i64>,
+    pub summarized: bool,
+}
+
+/// Ended calls updated since `since` whose analysis is incomplete, and whose every event the
+/// consumer `consumer` (a projector name) has already passed, so it will not see them again:
+/// newest first, at most `limit`. Cheap: the partial index `rm_calls_unanalysed` holds only
+/// such calls (and live ones).
+pub async fn ended_without_analysis(
+    pool: &PgPool,
+    consumer: &str,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<Vec<UnanalysedCall>> {
+    sqlx::query_as(
+        "SELECT c.id, c.segments, c.expected_segments,
+                (c.sentiment->>'segments_considered')::bigint AS sentiment_considered,
+                c.summary IS NOT NULL AS summarized
+         FROM rm_calls c
+         CROSS JOIN LATERAL (
+             SELECT e.transaction_id, e.position FROM events e
+             WHERE e.aggregate_type = 'Call' AND e.aggregate_id = c.id
+             ORDER BY e.sequence DESC LIMIT 1
+         ) last
+         JOIN projector_checkpoints p ON p.name = $1
+         WHERE (c.summary IS NULL
+                OR c.segments > coalesce((c.sentiment->>'segments_considered')::bigint, 0))
+           AND c.updated_at >= $2
+           AND (NOT c.active OR c.runtime_ended)
+           AND (last.transaction_id, last.position) <= (p.last_txid, p.last_position)
+         ORDER BY c.updated_at DESC LIMIT $3",
+    )
+    .bind(consumer)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -15,6 +15,7 @@ mod poison;
 mod projector;
 mod runtimes;
 mod store;
+mod summaries;
 mod telephony;
 mod tenancy;
 mod twilio;
