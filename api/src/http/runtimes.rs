@@ -80,8 +80,9 @@ pub struct RuntimeStatusView {
     pub id: String,
     /// created, starting, running, stopping, stopped, restarting, exited, missing or failed.
     pub status: String,
-    /// Running and its `/readyz` says ready.
+    /// Running, its `/readyz` says ready, and not draining.
     pub ready: bool,
+    /// Why it is not ready (a draining runtime's first issue starts with `draining`).
     pub ready_issues: Vec<String>,
     /// Last health poll (null before the first).
     pub last_checked_at: Option<DateTime<Utc>>,
@@ -124,15 +125,21 @@ pub struct WhoAmI {
     pub establishment_id: String,
 }
 
+/// The issue a draining runtime's status carries (it takes no new calls, so it is not ready).
+pub const DRAINING_ISSUE: &str = "draining: the runtime takes no new calls until it is resumed";
+
 fn to_view(r: RuntimeRow) -> RuntimeView {
     let running = r.status == "running";
-    let ready_issues = if running {
+    let mut ready_issues = if running {
         RuntimeRow::strings(&r.ready_issues)
     } else {
         let mut issues = vec![format!("runtime is not running (status: {})", r.status)];
         issues.extend(r.last_error.clone());
         issues
     };
+    if r.draining {
+        ready_issues.insert(0, DRAINING_ISSUE.to_string());
+    }
     let agent_info = match (r.active_calls, r.total_calls_handled) {
         (Some(a), Some(t)) => Some(AgentInfo {
             active_calls: a,
@@ -141,7 +148,7 @@ fn to_view(r: RuntimeRow) -> RuntimeView {
         _ => None,
     };
     RuntimeView {
-        ready: running && r.ready,
+        ready: running && r.ready && !r.draining,
         ready_issues,
         draining: r.draining,
         env_keys: RuntimeRow::strings(&r.env_keys),

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod boundaries;
 mod calls;
+mod containment;
 mod e2e_calls;
 mod errors;
 mod ingest;
