@@ -106,11 +106,7 @@ impl Runtimes {
             ops_wake: Notify::new(),
             monitor_wake: Notify::new(),
             drain_told: Mutex::new(HashMap::new()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .connect_timeout(Duration::from_secs(1))
-                .no_proxy()
-                .build()?,
+            http: runtime_http_client()?,
             config: rc,
         })
     }
@@ -119,6 +115,17 @@ impl Runtimes {
     pub fn env_context(runtime_id: &str) -> String {
         format!("runtime-env:{runtime_id}")
     }
+}
+
+/// The client for runtimes' control endpoints: short timeouts, no proxy, and no redirects
+/// followed (a runtime must answer itself; a redirect could point the control plane anywhere).
+pub fn runtime_http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(1))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
 }
 
 /// This database's instance label, created on first start (not in a migration: databases
