@@ -284,6 +284,8 @@ pub enum ProvisionError {
     },
     #[error(transparent)]
     Invalid(#[from] Invalid),
+    #[error("image {image:?} is not allowed here (RUNTIME_IMAGE_ALLOWLIST: {allowed})")]
+    ImageNotAllowed { image: String, allowed: String },
     #[error("image {0:?} is not present on the Docker host; nothing is pulled: build or load it there first")]
     ImageNotFound(String),
     #[error(transparent)]
@@ -366,9 +368,9 @@ impl RuntimeManagement {
         Ok(free)
     }
 
-    /// Provisions the establishment's runtime: checks the image is present, allocates a host
-    /// port under the `host_port` claim, seals the env and records the intent. The worker
-    /// creates the container.
+    /// Provisions the establishment's runtime: checks the image is allowed and present,
+    /// allocates a host port under the `host_port` claim, seals the env and records the intent.
+    /// The worker creates the container.
     pub async fn provision(
         &self,
         ctx: &CommandContext,
@@ -386,6 +388,13 @@ impl RuntimeManagement {
             return Err(ProvisionError::AlreadyProvisioned {
                 establishment_id: establishment_id.to_string(),
                 runtime_id: Some(existing),
+            });
+        }
+        let allowed = &self.runtimes.config.runtime_image_allowlist;
+        if !allowed.allows(&input.image) {
+            return Err(ProvisionError::ImageNotAllowed {
+                image: input.image,
+                allowed: allowed.to_string(),
             });
         }
         if !self

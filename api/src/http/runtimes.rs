@@ -218,7 +218,7 @@ async fn get_runtime(
     params(("id" = String, Path)), request_body = ProvisionRequest,
     responses((status = 201, body = ProvisionResponse), (status = 403), (status = 404),
               (status = 409, description = "the establishment already has a runtime"),
-              (status = 422, description = "invalid input, or the image is not present on the Docker host"),
+              (status = 422, description = "invalid input, an image outside RUNTIME_IMAGE_ALLOWLIST (`image_not_allowed`), or an image not present on the Docker host (`image_not_found`)"),
               (status = 503, description = "Docker unreachable, or no free host port")))]
 async fn provision_runtime(
     State(management): State<Arc<RuntimeManagement>>,
@@ -409,6 +409,12 @@ impl From<ProvisionError> for ApiError {
                 json!({ "establishment_id": establishment_id, "runtime_id": runtime_id }),
             ),
             ProvisionError::Invalid(i) => i.into(),
+            ProvisionError::ImageNotAllowed { image, allowed } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "image_not_allowed",
+                message,
+            )
+            .with_details(json!({ "field": "image", "image": image, "allowed": allowed })),
             ProvisionError::ImageNotFound(image) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "image_not_found", message)
                     .with_details(json!({ "field": "image", "image": image }))

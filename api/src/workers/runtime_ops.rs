@@ -235,6 +235,17 @@ async fn ensure_container(state: &RuntimeWorker, rt: &Runtime, op: u64) -> Resul
         }
         Ok(None) => {}
     }
+    if !state
+        .runtimes
+        .config
+        .runtime_image_allowlist
+        .allows(&spec.image)
+    {
+        return Err(format!(
+            "image {} is not allowed here (RUNTIME_IMAGE_ALLOWLIST: {})",
+            spec.image, state.runtimes.config.runtime_image_allowlist
+        ));
+    }
     let token = new_secret();
     let container = container_spec(&state.runtimes, rt, &token)?;
     let container_id = docker.create(&container).await.map_err(|e| match e {

@@ -1,4 +1,5 @@
-//! Runtimes (real Docker): a draining runtime says it is not ready.
+//! Runtimes: only allowed images are provisioned; a draining runtime (real Docker) says it is
+//! not ready.
 
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,67 @@ async fn running_runtime(app: &TestApp, root: &str, est: &str) -> String {
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     wait_status(app, root, &rt, "ready", ready).await;
     rt
+}
+
+#[tokio::test]
+async fn images_outside_the_allow_list_are_refused() {
+    let app = TestApp::builder()
+        .config(|c| {
+            c.runtime.runtime_image_allowlist =
+                "agent-runtime-sim:*,registry.local/rt:1".parse().unwrap()
+        })
+        .spawn()
+        .await;
+    let root = app.root_token().await;
+    let est = app.create_establishment(&root, "Picky").await;
+    for image in [
+        "alpine:latest",
+        "voice-agent-runtime:latest",
+        "registry.local/rt:2",
+        "agent-runtime-simulator:latest",
+    ] {
+        let r = app
+            .post(
+                &format!("/establishments/{est}/runtime"),
+                &root,
+                json!({ "image": image }),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{image}: {}",
+            r.text
+        );
+        assert_eq!(r.code(), "image_not_allowed", "{}", r.text);
+        assert_eq!(r.body["error"]["details"]["field"], "image");
+        assert_eq!(r.body["error"]["details"]["image"], image);
+    }
+    let none = app
+        .get(&format!("/establishments/{est}/runtime"), &root)
+        .await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND, "nothing was recorded");
+
+    // The default list: the reference image and the product's runtime image.
+    let default = TestApp::spawn().await;
+    let root = default.root_token().await;
+    let est = default.create_establishment(&root, "Default").await;
+    let r = default
+        .post(
+            &format!("/establishments/{est}/runtime"),
+            &root,
+            json!({"image": "busybox:latest"}),
+        )
+        .await;
+    assert_eq!(r.code(), "image_not_allowed", "{}", r.text);
+    let r = default
+        .post(
+            &format!("/establishments/{est}/runtime"),
+            &root,
+            json!({"image": "voice-agent-runtime:never-built"}),
+        )
+        .await;
+    assert_ne!(r.code(), "image_not_allowed", "{}", r.text);
 }
 
 #[tokio::test]
