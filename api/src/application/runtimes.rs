@@ -115,6 +115,11 @@ impl Runtimes {
     pub fn env_context(runtime_id: &str) -> String {
         format!("runtime-env:{runtime_id}")
     }
+
+    /// The Docker network of an establishment's runtime.
+    pub fn network_name(establishment_id: &str) -> String {
+        format!("cp-rt-{establishment_id}")
+    }
 }
 
 /// The client for runtimes' control endpoints: short timeouts, no proxy, and no redirects

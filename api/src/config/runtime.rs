@@ -178,6 +178,20 @@ pub struct RuntimeConfig {
     #[arg(long, env = "RUNTIME_CPUS", default_value_t = 1.0, global = true)]
     pub runtime_cpus: f64,
 
+    /// Most processes (threads included) a runtime container may run.
+    #[arg(long, env = "RUNTIME_PIDS_LIMIT", default_value_t = 256, global = true)]
+    pub runtime_pids_limit: i64,
+
+    /// Mount runtime containers' root filesystem read-only (a 64 MiB tmpfs serves /tmp).
+    #[arg(
+        long,
+        env = "RUNTIME_READ_ONLY_ROOTFS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub runtime_read_only_rootfs: bool,
+
     /// Images runtimes may be provisioned from, comma-separated: exact references, or prefixes
     /// ending in `*`. Any other image is refused (422 image_not_allowed).
     #[arg(
@@ -214,6 +228,8 @@ impl Default for RuntimeConfig {
             runtime_container_port: 8080,
             runtime_memory_mb: 512,
             runtime_cpus: 1.0,
+            runtime_pids_limit: 256,
+            runtime_read_only_rootfs: true,
             runtime_image_allowlist: DEFAULT_IMAGE_ALLOWLIST
                 .parse()
                 .expect("the default allow-list parses"),
@@ -264,6 +280,9 @@ impl RuntimeConfig {
         }
         if self.runtime_memory_mb < 6 {
             anyhow::bail!("RUNTIME_MEMORY_MB must be at least 6 (Docker's minimum)");
+        }
+        if self.runtime_pids_limit < 8 {
+            anyhow::bail!("RUNTIME_PIDS_LIMIT must be at least 8");
         }
         Ok(())
     }

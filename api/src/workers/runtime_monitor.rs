@@ -146,7 +146,16 @@ async fn reconcile(state: &RuntimeWorker, targets: &[Target]) {
     for t in targets.iter().filter(|t| !t.pending) {
         let container = by_runtime.get(t.id.as_str()).copied();
         if let Some(observed) = observe(container, t.container_id.is_some()) {
+            let missing = observed == ObservedState::Missing;
             record(state, t, RuntimeCommand::RecordObserved(observed)).await;
+            if missing {
+                // Its container is gone: so goes its network (a start creates both again).
+                let network =
+                    crate::application::runtimes::Runtimes::network_name(&t.establishment_id);
+                if let Err(e) = rt.docker.remove_network(&network).await {
+                    tracing::warn!(runtime_id = %t.id, %network, error = %e, "cannot remove the network of a removed runtime");
+                }
+            }
         }
     }
     let known: HashSet<&str> = targets.iter().map(|t| t.id.as_str()).collect();
