@@ -47,6 +47,66 @@ impl ParseError {
     }
 }
 
+/// What characters a piece of untrusted text may hold (beyond printable ones). NUL is never
+/// allowed: PostgreSQL refuses it in `text` and `jsonb`, so a stored event carrying one could
+/// never be projected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    /// An identifier, name or URL: no control characters and no whitespace but the space.
+    Token,
+    /// One line of text: no control characters.
+    Line,
+    /// Free text (a transcript, a message): tabs and line breaks, no other control character.
+    Prose,
+}
+
+/// Checks untrusted text for the characters `kind` does not allow.
+pub fn check_text(field: &'static str, s: &str, kind: TextKind) -> Result<(), ParseError> {
+    let bad = |c: char| match kind {
+        TextKind::Token => c.is_control() || (c.is_whitespace() && c != ' '),
+        TextKind::Line => c.is_control(),
+        TextKind::Prose => c.is_control() && !matches!(c, '\t' | '\n' | '\r'),
+    };
+    if s.contains('\0') {
+        return Err(ParseError::new(field, "must not contain NUL characters"));
+    }
+    if s.chars().any(bad) {
+        return Err(ParseError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The earliest instant accepted from outside (runtimes, webhooks).
+pub fn earliest_plausible_instant() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(946_684_800, 0).expect("2000-01-01 is representable")
+}
+
+/// How far ahead of `now` an instant from outside may be (clock skew, not time travel).
+pub const MAX_FUTURE_SKEW_HOURS: i64 = 24;
+
+/// Checks that an instant from outside lies in a sane window: not before 2000-01-01, at most
+/// a day after `now` (so projectors and workers never meet dates they cannot store or add to).
+pub fn plausible_instant(
+    field: &'static str,
+    t: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ParseError> {
+    if t < earliest_plausible_instant() {
+        return Err(ParseError::new(field, "must not be before 2000-01-01"));
+    }
+    let latest = now.checked_add_signed(chrono::TimeDelta::hours(MAX_FUTURE_SKEW_HOURS));
+    if latest.is_some_and(|l| t > l) {
+        return Err(ParseError::new(
+            field,
+            format!("must not be more than {MAX_FUTURE_SKEW_HOURS} hours in the future"),
+        ));
+    }
+    Ok(())
+}
+
 /// Serialises a value type as the string `as_str` gives, deserialises it through `FromStr`
 /// (the `ParseError` becomes the serde error), and displays it as that string.
 macro_rules! string_newtype_serde {

@@ -18,6 +18,7 @@ use crate::application::accounts::Accounts;
 use crate::application::agents::Agents;
 use crate::application::call_callbacks::CallCallbacks;
 use crate::application::call_streams::CallStreams;
+use crate::application::dead_letters::DeadLetters;
 use crate::application::establishments::Establishments;
 use crate::application::handoff::Handoffs;
 use crate::application::inbound_call::InboundCalls;
@@ -80,6 +81,7 @@ pub struct AppState {
     pub runtimes: Arc<Runtimes>,
     pub integrations: Arc<Integrations>,
     pub tool_proxy: Arc<ToolProxy>,
+    pub dead_letters: Arc<DeadLetters>,
     /// The workers, started by `server::start`.
     pub workers: Arc<Workers>,
 }
@@ -128,6 +130,7 @@ from_ref!(
     runtime_management: Arc<RuntimeManagement>,
     integrations: Arc<Integrations>,
     tool_proxy: Arc<ToolProxy>,
+    dead_letters: Arc<DeadLetters>,
 );
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).
@@ -333,6 +336,10 @@ impl AppState {
             }),
             runtime_management,
             runtimes,
+            dead_letters: Arc::new(DeadLetters {
+                pool: pool.clone(),
+                projectors: projectors.clone(),
+            }),
             workers,
             jwt,
             throttle,

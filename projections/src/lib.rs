@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod calls;
+pub mod dead_letters;
 pub mod event;
 pub mod identity;
 pub mod integrations;

@@ -11,8 +11,16 @@
 //!
 //! Freshness: the store bumps the `Hub` after each local commit, which wakes the projectors
 //! at once; a poll interval covers writes from other processes.
+//!
+//! Poison events: a batch that fails is attempted again (`batch_attempts` times in all); if it
+//! keeps failing, it is applied event by event, each in a SAVEPOINT, and an event that fails on
+//! its own is set aside as a dead letter (`dead_letters`), its stream marked degraded, the
+//! `projector_dead_letters_total` metric bumped, and the checkpoint moves past it: every other
+//! event goes on. Failures that say nothing about the event (the connection, a serialization
+//! conflict, a broken statement of the projector itself: SQLSTATE classes 08, 40, 42, 53, 55,
+//! 57, 58, XX) are never dead-lettered: the batch is retried with backoff instead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,6 +153,9 @@ pub struct ProjectorConfig {
     /// gather into larger batches instead of one transaction each (an idle projector still
     /// starts at once).
     pub min_batch_interval: Duration,
+    /// How many times a failing batch is attempted whole before it is applied event by event
+    /// and the events that fail on their own are set aside (dead letters).
+    pub batch_attempts: u32,
 }
 
 impl Default for ProjectorConfig {
@@ -153,6 +164,7 @@ impl Default for ProjectorConfig {
             poll_interval: Duration::from_millis(100),
             batch_size: 500,
             min_batch_interval: Duration::from_millis(10),
+            batch_attempts: 3,
         }
     }
 }
@@ -176,6 +188,93 @@ pub struct Projector {
     config: ProjectorConfig,
     /// In-memory checkpoint; may be ahead of the stored one (horizon advances are not stored).
     memory: Mutex<Checkpoint>,
+    /// The batch that keeps failing: where it starts and how often it failed.
+    failing: Mutex<Option<(Checkpoint, u32)>>,
+}
+
+/// Whether a failure says nothing about the events being applied: the connection or the pool,
+/// a conflict with another transaction, resources, an operator intervention, or a statement of
+/// the projector that cannot work at all (SQLSTATE class 42: a schema or code bug that would
+/// fail every event). Such failures are retried, never dead-lettered.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                matches!(
+                    code.get(..2),
+                    Some("08" | "40" | "42" | "53" | "55" | "57" | "58" | "XX")
+                )
+            }),
+            Some(
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            _ => false,
+        })
+}
+
+/// Undoes everything since the savepoint `name` and drops it.
+async fn rollback_to(tx: &mut PgConnection, name: &str) -> sqlx::Result<()> {
+    sqlx::query(&format!("ROLLBACK TO SAVEPOINT {name}"))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("RELEASE SAVEPOINT {name}"))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// What applying events one by one did.
+struct Isolated {
+    /// The events that were applied (in order).
+    applied: Vec<StoredEvent>,
+    /// How many were set aside.
+    dead: usize,
+}
+
+/// Applies `events` one by one, each in a SAVEPOINT, skipping `skip` (positions); an event that
+/// fails on its own is rolled back and set aside as a dead letter of `projection`. A transient
+/// failure aborts the whole (the caller's transaction is then rolled back).
+async fn apply_isolated(
+    projection: &dyn Projection,
+    tx: &mut PgConnection,
+    events: &[StoredEvent],
+    attempts: u32,
+    skip: &HashSet<i64>,
+) -> anyhow::Result<Isolated> {
+    let mut out = Isolated {
+        applied: Vec::with_capacity(events.len()),
+        dead: 0,
+    };
+    for e in events.iter().filter(|e| !skip.contains(&e.position)) {
+        sqlx::query("SAVEPOINT projector_event")
+            .execute(&mut *tx)
+            .await?;
+        match projection.apply(tx, std::slice::from_ref(e)).await {
+            Ok(()) => {
+                sqlx::query("RELEASE SAVEPOINT projector_event")
+                    .execute(&mut *tx)
+                    .await?;
+                out.applied.push(e.clone());
+            }
+            Err(err) if is_transient(&err) => return Err(err),
+            Err(err) => {
+                rollback_to(tx, "projector_event").await?;
+                let error = format!("{err:#}");
+                tracing::error!(projector = projection.name(), position = e.position,
+                    aggregate_type = %e.aggregate_type, aggregate_id = %e.aggregate_id,
+                    event_type = %e.event_type, error = %error,
+                    "event set aside as a dead letter; its stream is degraded");
+                crate::dead_letters::set_aside(tx, projection.name(), e, &error, attempts).await?;
+                out.dead += 1;
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn lock_key(name: &str) -> String {
@@ -198,6 +297,7 @@ impl Projector {
             hub,
             config,
             memory: Mutex::new(Checkpoint::START),
+            failing: Mutex::new(None),
         }
     }
 
@@ -205,18 +305,54 @@ impl Projector {
         self.projection.name()
     }
 
-    /// Reads, applies and commits at most one batch.
+    /// Reads, applies and commits at most one batch. A batch that failed `batch_attempts`
+    /// times is applied event by event instead, and the events that fail on their own are set
+    /// aside (dead letters), so the projector always gets past a poison event.
     pub async fn run_batch(&self) -> anyhow::Result<Batch> {
+        let isolate = self
+            .failing
+            .lock()
+            .is_some_and(|(_, n)| n >= self.config.batch_attempts.max(1));
+        match self.batch(isolate).await {
+            Ok(b) => {
+                if !matches!(b, Batch::Busy) {
+                    *self.failing.lock() = None;
+                }
+                Ok(b)
+            }
+            Err((from, e)) => {
+                if let Some(from) = from.filter(|_| !is_transient(&e)) {
+                    let mut failing = self.failing.lock();
+                    let n = match *failing {
+                        Some((at, n)) if at == from => n + 1,
+                        _ => 1,
+                    };
+                    *failing = Some((from, n));
+                    metrics::counter!("projector_batch_failures_total", "projector" => self.name())
+                        .increment(1);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// One batch; a failure says where the batch started when applying it failed (`None`:
+    /// reading or writing the checkpoint failed, which says nothing about its events).
+    async fn batch(&self, isolate: bool) -> Result<Batch, (Option<Checkpoint>, anyhow::Error)> {
         let started = Instant::now();
-        let mut tx = self.pool.begin().await?;
+        let infra = |e: anyhow::Error| (None, e);
+        let mut tx = self.pool.begin().await.map_err(|e| infra(e.into()))?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1))")
             .bind(lock_key(self.name()))
             .fetch_one(&mut *tx)
-            .await?;
+            .await
+            .map_err(|e| infra(e.into()))?;
         if !locked {
             return Ok(Batch::Busy);
         }
-        let (stored, horizon) = read_checkpoint_and_horizon(&mut tx, self.name()).await?;
+        let (stored, horizon) = read_checkpoint_and_horizon(&mut tx, self.name())
+            .await
+            .map_err(infra)?;
         let from = stored.max(*self.memory.lock());
         let events = read_batch(
             &mut tx,
@@ -224,40 +360,84 @@ impl Projector {
             self.projection.aggregate_types(),
             self.config.batch_size,
         )
-        .await?;
+        .await
+        .map_err(infra)?;
         let full = events.len() as i64 >= self.config.batch_size;
         let horizon_cp = Checkpoint {
             txid: horizon,
             position: 0,
         };
         let Some(last) = events.last().map(StoredEvent::checkpoint) else {
-            tx.rollback().await?;
+            tx.rollback().await.map_err(|e| infra(e.into()))?;
             let cp = from.max(horizon_cp);
             *self.memory.lock() = cp;
             self.hub.publish(self.name(), cp);
             return Ok(Batch::Idle);
         };
-        self.projection.apply(&mut tx, &events).await?;
-        write_checkpoint(&mut tx, self.name(), last, events.len()).await?;
-        tx.commit().await?;
+        let (applied, dead) = if isolate {
+            let attempts = self.config.batch_attempts.max(1) + 1;
+            let done = apply_isolated(
+                self.projection.as_ref(),
+                &mut tx,
+                &events,
+                attempts,
+                &HashSet::new(),
+            )
+            .await
+            .map_err(|e| (Some(from), e))?;
+            (done.applied, done.dead)
+        } else {
+            self.projection
+                .apply(&mut tx, &events)
+                .await
+                .map_err(|e| (Some(from), e))?;
+            (events, 0)
+        };
+        write_checkpoint(&mut tx, self.name(), last, applied.len())
+            .await
+            .map_err(infra)?;
+        tx.commit().await.map_err(|e| infra(e.into()))?;
+        if dead > 0 {
+            metrics::counter!("projector_dead_letters_total", "projector" => self.name())
+                .increment(dead as u64);
+        }
         // Before reporting progress, so a writer waiting to read its own write also sees
         // what `after_commit` refreshes (e.g. the in-memory routing index).
-        self.projection.after_commit(&self.pool, &events).await;
+        self.projection.after_commit(&self.pool, &applied).await;
         let cp = if full { last } else { last.max(horizon_cp) };
         *self.memory.lock() = cp;
         self.hub.publish(self.name(), cp);
         metrics::counter!("projector_events_applied_total", "projector" => self.name())
-            .increment(events.len() as u64);
+            .increment(applied.len() as u64);
         metrics::histogram!("projector_batch_seconds", "projector" => self.name())
             .record(started.elapsed().as_secs_f64());
-        if let Some(e) = events.last() {
+        if let Some(e) = applied.last() {
             let lag = (chrono::Utc::now() - e.recorded_at)
                 .num_microseconds()
                 .unwrap_or(0);
             metrics::gauge!("projector_lag_seconds", "projector" => self.name())
                 .set(lag as f64 / 1e6);
         }
-        Ok(Batch::Applied(events.len()))
+        Ok(Batch::Applied(applied.len() + dead))
+    }
+
+    /// Applies one event again (a dead letter's retry), under the projector's lock so it never
+    /// interleaves with a batch, and resolves the dead letter `id` in the same transaction.
+    pub async fn reapply(&self, event: &StoredEvent, dead_letter_id: i64) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(lock_key(self.name()))
+            .execute(&mut *tx)
+            .await?;
+        self.projection
+            .apply(&mut tx, std::slice::from_ref(event))
+            .await?;
+        crate::dead_letters::resolve(&mut tx, dead_letter_id).await?;
+        tx.commit().await?;
+        self.projection
+            .after_commit(&self.pool, std::slice::from_ref(event))
+            .await;
+        Ok(())
     }
 
     /// Applies batches until this projector has passed every event committed before the
@@ -285,9 +465,17 @@ impl Projector {
         };
         let deadline = Instant::now() + timeout;
         loop {
-            match self.run_batch().await? {
-                Batch::Applied(_) => continue,
-                Batch::Idle | Batch::Busy => {}
+            // A failing batch is attempted again (and, after `batch_attempts`, isolated), as
+            // the running projector does; only a failure that outlasts the timeout is returned.
+            match self.run_batch().await {
+                Ok(Batch::Applied(_)) => continue,
+                Ok(Batch::Idle | Batch::Busy) => {}
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(e) => {
+                    tracing::warn!(projector = self.name(), error = %format!("{e:#}"), "batch failed while catching up; trying again");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             }
             // The in-memory checkpoint moves only after a batch's `after_commit` ran (e.g. the
             // routing index refresh), so a caller that waits for it also sees what that
@@ -317,7 +505,9 @@ impl Projector {
         let mut failures = 0u32;
         let mut blocked = 0u32;
         let mut poll_due = true;
-        let mut last_batch = Instant::now() - self.config.min_batch_interval;
+        let mut last_batch = Instant::now()
+            .checked_sub(self.config.min_batch_interval)
+            .unwrap_or_else(Instant::now);
         loop {
             let pending = self.hub.latest_of(types) > *self.memory.lock();
             if pending || poll_due {
@@ -489,6 +679,11 @@ impl Projectors {
 /// Rebuilds one projection from the start of the log in a single transaction: its tables are
 /// emptied and refilled with the same code the live projector runs. Readers keep seeing the
 /// old rows until the commit; the live projector skips its batches meanwhile.
+///
+/// Dead letters: the events of the projection's unresolved dead letters are skipped, as the
+/// live projector skipped them; resolved ones are applied in their place in the log. A batch
+/// that fails is applied event by event like the live projector's, so an event that fails now
+/// is set aside too (and the rebuild still equals what live would have).
 pub async fn rebuild(
     pool: &PgPool,
     projection: &dyn Projection,
@@ -517,18 +712,51 @@ pub async fn rebuild(
     .bind(&types)
     .fetch_one(&mut *tx)
     .await?;
+    let skip = crate::dead_letters::unresolved_positions(&mut tx, projection.name()).await?;
     let mut cp = Checkpoint::START;
     let mut done = 0u64;
+    let mut applied = 0u64;
+    let mut dead = 0usize;
     progress(0, total as u64);
     loop {
         let events = read_batch(&mut tx, cp, projection.aggregate_types(), batch_size).await?;
         let Some(last) = events.last().map(StoredEvent::checkpoint) else {
             break;
         };
-        projection.apply(&mut tx, &events).await?;
+        let todo: Vec<StoredEvent> = if skip.is_empty() {
+            events.clone()
+        } else {
+            events
+                .iter()
+                .filter(|e| !skip.contains(&e.position))
+                .cloned()
+                .collect()
+        };
+        sqlx::query("SAVEPOINT projector_batch")
+            .execute(&mut *tx)
+            .await?;
+        match projection.apply(&mut tx, &todo).await {
+            Ok(()) => {
+                sqlx::query("RELEASE SAVEPOINT projector_batch")
+                    .execute(&mut *tx)
+                    .await?;
+                applied += todo.len() as u64;
+            }
+            Err(e) if is_transient(&e) => return Err(e),
+            Err(_) => {
+                rollback_to(&mut tx, "projector_batch").await?;
+                let r = apply_isolated(projection, &mut tx, &todo, 1, &HashSet::new()).await?;
+                applied += r.applied.len() as u64;
+                dead += r.dead;
+            }
+        }
         cp = last;
         done += events.len() as u64;
         progress(done, total.max(done as i64) as u64);
+    }
+    if dead > 0 {
+        metrics::counter!("projector_dead_letters_total", "projector" => projection.name())
+            .increment(dead as u64);
     }
     sqlx::query(
         "INSERT INTO projector_checkpoints (name, last_txid, last_position, events_applied, updated_at)
@@ -540,7 +768,7 @@ pub async fn rebuild(
     .bind(projection.name())
     .bind(cp.txid.to_string())
     .bind(cp.position)
-    .bind(done as i64)
+    .bind(applied as i64)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

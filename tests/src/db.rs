@@ -87,11 +87,16 @@ pub async fn fresh_database() -> String {
     let mut admin = admin_conn().await;
     let template = ensure_template(&mut admin).await;
     let name = format!("cpt_{}", ulid::Ulid::new().to_string().to_ascii_lowercase());
-    // CREATE DATABASE fails while another session (another test process cloning it) is
-    // connected to the template.
+    // CREATE DATABASE fails while another session is connected to the template (another
+    // test process cloning it at the same moment): clones take turns under an advisory lock
+    // (each takes a fraction of a second), and a clash with anything else is retried.
+    sqlx::query("SELECT pg_advisory_lock(4243)")
+        .execute(&mut admin)
+        .await
+        .expect("clone lock");
     eventually(
         "a test database cloned from the template",
-        secs(10),
+        secs(60),
         async || {
             sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
                 .execute(&mut admin)
@@ -100,6 +105,10 @@ pub async fn fresh_database() -> String {
         },
     )
     .await;
+    sqlx::query("SELECT pg_advisory_unlock(4243)")
+        .execute(&mut admin)
+        .await
+        .expect("clone unlock");
     with_db(&base_url(), &name)
 }
 

@@ -127,8 +127,18 @@ impl RuntimeEnv {
         panic!("no free host-port window for runtime tests");
     }
 
-    /// Containers of earlier, interrupted runs that still publish ports of this window.
+    /// Containers of earlier, interrupted runs that still publish ports of this window, and
+    /// runtime networks such runs left unused for a while.
     fn remove_leftovers(&self) {
+        docker(&[
+            "network",
+            "prune",
+            "-f",
+            "--filter",
+            "label=io.controlplane.managed=true",
+            "--filter",
+            "until=30m",
+        ]);
         let (_, ids) = docker(&[
             "ps",
             "-aq",
@@ -195,6 +205,17 @@ impl RuntimeEnv {
             ]);
             for id in ids.split_whitespace() {
                 removed += docker(&["rm", "-f", id]).0 as usize;
+            }
+            // Each establishment's runtime has a network of its own.
+            let (_, networks) = docker(&[
+                "network",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=io.controlplane.instance={instance}"),
+            ]);
+            for id in networks.split_whitespace() {
+                docker(&["network", "rm", id]);
             }
         }
         removed

@@ -310,10 +310,19 @@ impl Call {
                     return Ok(vec![]);
                 }
                 let opened = self.opened_at.unwrap_or(now);
-                let deadline = opened
-                    + Duration::seconds(i64::from(max_duration_seconds) + i64::from(grace_seconds));
-                if now < deadline {
-                    return Err(CallError::NotOverdue { deadline });
+                // Checked: the opening time came from outside; an unrepresentable deadline
+                // means the call can never be overdue.
+                let deadline = opened.checked_add_signed(Duration::seconds(
+                    i64::from(max_duration_seconds) + i64::from(grace_seconds),
+                ));
+                match deadline {
+                    Some(deadline) if now >= deadline => {}
+                    Some(deadline) => return Err(CallError::NotOverdue { deadline }),
+                    None => {
+                        return Err(CallError::NotOverdue {
+                            deadline: DateTime::<Utc>::MAX_UTC,
+                        })
+                    }
                 }
                 let previous_status = self.status;
                 d.emit(E::CallReaped {

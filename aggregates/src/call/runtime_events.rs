@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::CallStatus;
-use crate::common::{wire_enum, ParseError};
+use crate::common::{check_text, plausible_instant, wire_enum, ParseError, TextKind};
 
 wire_enum!(
     /// A final status, as the runtime reports it in `call_ended.final_status`.
@@ -150,6 +150,12 @@ pub mod limits {
     pub const URL: usize = 2_048;
     pub const SHORT_TEXT: usize = 128;
     pub const MESSAGE: usize = 4_096;
+    /// Nesting of tool arguments, results and errors.
+    pub const TOOL_JSON_DEPTH: usize = 32;
+    /// `call_ended.duration_seconds`.
+    pub const DURATION_SECONDS: u32 = 7 * 24 * 3600;
+    /// `call_ended.segment_count`.
+    pub const SEGMENT_COUNT: u64 = 1_000_000;
 }
 
 impl RuntimeEvent {
@@ -167,9 +173,17 @@ impl RuntimeEvent {
         }
     }
 
-    /// Checks sizes and ranges of an untrusted payload; the error names the field.
+    /// Checks sizes, ranges and text of an untrusted payload (what a projector or worker will
+    /// need: no NUL or control characters in text PostgreSQL stores, bounded sizes, ordered
+    /// times, finite numbers); the error names the field. See also [`Self::validate_times`].
     pub fn validate(&self) -> Result<(), ParseError> {
-        fn text(field: &'static str, s: &str, min: usize, max: usize) -> Result<(), ParseError> {
+        fn text(
+            field: &'static str,
+            s: &str,
+            min: usize,
+            max: usize,
+            kind: TextKind,
+        ) -> Result<(), ParseError> {
             let n = s.chars().count();
             if n < min || n > max {
                 return Err(ParseError::new(
@@ -177,7 +191,7 @@ impl RuntimeEvent {
                     format!("must be {min} to {max} characters"),
                 ));
             }
-            Ok(())
+            check_text(field, s, kind)
         }
         fn json(field: &'static str, v: &Value) -> Result<(), ParseError> {
             if v.to_string().len() > limits::TOOL_JSON_BYTES {
@@ -186,21 +200,59 @@ impl RuntimeEvent {
                     format!("must be at most {} bytes of JSON", limits::TOOL_JSON_BYTES),
                 ));
             }
-            Ok(())
+            json_content(field, v, 0)
+        }
+        /// Strings and keys PostgreSQL's jsonb can store (no NUL), bounded nesting.
+        fn json_content(field: &'static str, v: &Value, depth: usize) -> Result<(), ParseError> {
+            if depth > limits::TOOL_JSON_DEPTH {
+                return Err(ParseError::new(
+                    field,
+                    format!("must be nested at most {} levels", limits::TOOL_JSON_DEPTH),
+                ));
+            }
+            let nul = || ParseError::new(field, "must not contain NUL characters");
+            match v {
+                Value::String(s) if s.contains('\0') => Err(nul()),
+                Value::Array(a) => a.iter().try_for_each(|i| json_content(field, i, depth + 1)),
+                Value::Object(o) => o.iter().try_for_each(|(k, i)| {
+                    if k.contains('\0') {
+                        return Err(nul());
+                    }
+                    json_content(field, i, depth + 1)
+                }),
+                Value::Number(n) if n.as_f64().is_some_and(|f| !f.is_finite()) => {
+                    Err(ParseError::new(field, "numbers must be finite"))
+                }
+                _ => Ok(()),
+            }
         }
         match self {
             RuntimeEvent::CallStarted { .. } | RuntimeEvent::CallConnected { .. } => Ok(()),
             RuntimeEvent::CallEnded {
-                duration_seconds, ..
-            } => match duration_seconds {
-                Some(d) if *d > 7 * 24 * 3600 => {
-                    Err(ParseError::new("duration_seconds", "is implausibly long"))
+                duration_seconds,
+                segment_count,
+                ..
+            } => {
+                if duration_seconds.is_some_and(|d| d > limits::DURATION_SECONDS) {
+                    return Err(ParseError::new("duration_seconds", "is implausibly long"));
                 }
-                _ => Ok(()),
-            },
+                if segment_count.is_some_and(|n| n > limits::SEGMENT_COUNT) {
+                    return Err(ParseError::new(
+                        "segment_count",
+                        format!("must be at most {}", limits::SEGMENT_COUNT),
+                    ));
+                }
+                Ok(())
+            }
             RuntimeEvent::TranscriptSegment(s) => {
-                text("segment_id", &s.segment_id, 1, limits::SEGMENT_ID)?;
-                text("text", &s.text, 0, limits::SEGMENT_TEXT)?;
+                text(
+                    "segment_id",
+                    &s.segment_id,
+                    1,
+                    limits::SEGMENT_ID,
+                    TextKind::Token,
+                )?;
+                text("text", &s.text, 0, limits::SEGMENT_TEXT, TextKind::Prose)?;
                 if s.ended_at < s.started_at {
                     return Err(ParseError::new("ended_at", "must not be before started_at"));
                 }
@@ -215,7 +267,13 @@ impl RuntimeEvent {
                 tool_name,
                 arguments,
             } => {
-                text("tool_name", tool_name, 1, limits::TOOL_NAME)?;
+                text(
+                    "tool_name",
+                    tool_name,
+                    1,
+                    limits::TOOL_NAME,
+                    TextKind::Token,
+                )?;
                 json("arguments", arguments)
             }
             RuntimeEvent::ToolResult {
@@ -223,23 +281,74 @@ impl RuntimeEvent {
                 result,
                 error,
             } => {
-                text("tool_name", tool_name, 1, limits::TOOL_NAME)?;
+                text(
+                    "tool_name",
+                    tool_name,
+                    1,
+                    limits::TOOL_NAME,
+                    TextKind::Token,
+                )?;
                 json("result", result)?;
                 json("error", error)
             }
             RuntimeEvent::RecordingAvailable(r) => {
-                text("recording_url", &r.recording_url, 1, limits::URL)?;
+                text(
+                    "recording_url",
+                    &r.recording_url,
+                    1,
+                    limits::URL,
+                    TextKind::Token,
+                )?;
+                let lower = r.recording_url.to_ascii_lowercase();
+                if !(lower.starts_with("https://") || lower.starts_with("http://")) {
+                    return Err(ParseError::new(
+                        "recording_url",
+                        "must be an http:// or https:// URL",
+                    ));
+                }
                 text(
                     "storage_provider",
                     &r.storage_provider,
                     1,
                     limits::SHORT_TEXT,
+                    TextKind::Line,
                 )?;
-                text("content_type", &r.content_type, 1, limits::SHORT_TEXT)
+                text(
+                    "content_type",
+                    &r.content_type,
+                    1,
+                    limits::SHORT_TEXT,
+                    TextKind::Line,
+                )
             }
             RuntimeEvent::RuntimeError { message, .. } => {
-                text("message", message, 0, limits::MESSAGE)
+                text("message", message, 0, limits::MESSAGE, TextKind::Prose)
             }
+        }
+    }
+
+    /// Checks that the payload's instants lie in a sane window around `now` (not before 2000,
+    /// at most a day ahead) and are ordered; the error names the field.
+    pub fn validate_times(&self, now: DateTime<Utc>) -> Result<(), ParseError> {
+        match self {
+            RuntimeEvent::CallStarted { started_at } => {
+                plausible_instant("started_at", *started_at, now)
+            }
+            RuntimeEvent::CallConnected {
+                connected_at: Some(t),
+            } => plausible_instant("connected_at", *t, now),
+            RuntimeEvent::CallEnded { ended_at, .. } => {
+                plausible_instant("ended_at", *ended_at, now)
+            }
+            RuntimeEvent::TranscriptSegment(s) => {
+                plausible_instant("started_at", s.started_at, now)?;
+                plausible_instant("ended_at", s.ended_at, now)?;
+                if s.ended_at < s.started_at {
+                    return Err(ParseError::new("ended_at", "must not be before started_at"));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 }

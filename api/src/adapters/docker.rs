@@ -1,5 +1,11 @@
 //! The Docker engine behind a trait (`DockerApi`), and its bollard implementation. Runtime
-//! containers are found by their labels; nothing here knows about aggregates or the database.
+//! containers (and their per-establishment networks) are found by their labels; nothing here
+//! knows about aggregates or the database.
+//!
+//! Containment: every runtime container is created without new privileges, with every
+//! capability dropped, memory (swap included), CPU and process limits, a read-only root
+//! filesystem with a small `noexec` tmpfs on `/tmp`, no bind mounts, and on a bridge network of
+//! its own; only its port on 127.0.0.1 is published.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,6 +16,7 @@ use bollard::container::{
     RemoveContainerOptions, RestartContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use bollard::models::{HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::network::{CreateNetworkOptions, InspectNetworkOptions};
 use bollard::Docker;
 use tokio::sync::OnceCell;
 
@@ -31,8 +38,17 @@ pub struct ContainerSpec {
     pub container_port: u16,
     pub memory_bytes: i64,
     pub nano_cpus: i64,
+    /// Most processes (and threads) the container may run.
+    pub pids_limit: i64,
+    /// Mount the image's root filesystem read-only (a tmpfs serves `/tmp`).
+    pub read_only_rootfs: bool,
+    /// The bridge network the container joins (created beforehand with `ensure_network`).
+    pub network: String,
     pub restart_policy: (String, Option<i64>),
 }
+
+/// Size of the `/tmp` tmpfs of a runtime container.
+pub const TMPFS_OPTIONS: &str = "rw,noexec,nosuid,nodev,size=64m";
 
 impl std::fmt::Debug for ContainerSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,6 +106,16 @@ pub trait DockerApi: Send + Sync {
     async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, DockerError>;
     /// Every container (running or not) carrying all of these `key=value` labels.
     async fn list(&self, labels: &[String]) -> Result<Vec<ContainerInfo>, DockerError>;
+    /// Creates the bridge network `name` with `labels` unless it exists; an existing network
+    /// must carry `labels` (else it is someone else's: `Conflict`).
+    async fn ensure_network(
+        &self,
+        name: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), DockerError>;
+    /// Removes the network `name` when no container uses it any more; a missing one is fine.
+    /// Returns whether it is gone.
+    async fn remove_network(&self, name: &str) -> Result<bool, DockerError>;
 }
 
 /// The Docker engine at `DOCKER_HOST` (default: the local socket), through bollard. The API
@@ -222,8 +248,19 @@ impl DockerApi for BollardDocker {
                     maximum_retry_count: *retries,
                 }),
                 memory: Some(spec.memory_bytes),
+                // No swap beyond the memory limit.
+                memory_swap: Some(spec.memory_bytes),
                 nano_cpus: Some(spec.nano_cpus),
+                pids_limit: Some(spec.pids_limit),
                 init: Some(false),
+                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                cap_drop: Some(vec!["ALL".into()]),
+                readonly_rootfs: Some(spec.read_only_rootfs),
+                tmpfs: Some(HashMap::from([("/tmp".into(), TMPFS_OPTIONS.into())])),
+                binds: None,
+                network_mode: Some(spec.network.clone()),
+                // A name for the host (the control plane) that resolves on every bridge.
+                extra_hosts: Some(vec!["host.docker.internal:host-gateway".into()]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -379,6 +416,65 @@ impl DockerApi for BollardDocker {
         observe("list", started, &r);
         r
     }
+
+    async fn ensure_network(
+        &self,
+        name: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), DockerError> {
+        let started = Instant::now();
+        let client = self.client().await?;
+        let r = match client
+            .inspect_network(name, None::<InspectNetworkOptions<String>>)
+            .await
+        {
+            Ok(n) if n.name.as_deref() == Some(name) => {
+                if carries(n.labels.as_ref(), labels) {
+                    Ok(())
+                } else {
+                    Err(DockerError::Conflict(format!(
+                        "a network named {name} exists and does not belong to this control plane"
+                    )))
+                }
+            }
+            Ok(_) | Err(_) => client
+                .create_network(CreateNetworkOptions {
+                    name: name.to_string(),
+                    check_duplicate: true,
+                    driver: "bridge".to_string(),
+                    labels: labels.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(classify),
+        };
+        observe("ensure_network", started, &r);
+        r
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<bool, DockerError> {
+        let started = Instant::now();
+        let r = match self.client().await?.remove_network(name).await {
+            Ok(()) => Ok(true),
+            Err(e) => match classify(e) {
+                DockerError::NotFound(_) => Ok(true),
+                // In use (a container is still attached): it stays.
+                DockerError::Conflict(_) => Ok(false),
+                DockerError::Failed(m) if m.starts_with("HTTP 403") => Ok(false),
+                e => Err(e),
+            },
+        };
+        observe("remove_network", started, &r);
+        r
+    }
+}
+
+/// Whether a network's labels include every one of `wanted`.
+fn carries(labels: Option<&HashMap<String, String>>, wanted: &HashMap<String, String>) -> bool {
+    wanted
+        .iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
 /// The exit code in a list status like `Exited (137) 3 seconds ago`.
@@ -412,6 +508,9 @@ mod tests {
             container_port: 8080,
             memory_bytes: 1,
             nano_cpus: 1,
+            pids_limit: 1,
+            read_only_rootfs: true,
+            network: "cp-rt-est_1".into(),
             restart_policy: ("no".into(), None),
         };
         let printed = format!("{spec:?}");

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod agents;
 pub mod call_callbacks;
 pub mod call_streams;
+pub mod dead_letters;
 pub mod establishments;
 pub mod handoff;
 pub mod inbound_call;

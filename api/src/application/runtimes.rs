@@ -106,11 +106,7 @@ impl Runtimes {
             ops_wake: Notify::new(),
             monitor_wake: Notify::new(),
             drain_told: Mutex::new(HashMap::new()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .connect_timeout(Duration::from_secs(1))
-                .no_proxy()
-                .build()?,
+            http: runtime_http_client()?,
             config: rc,
         })
     }
@@ -119,6 +115,22 @@ impl Runtimes {
     pub fn env_context(runtime_id: &str) -> String {
         format!("runtime-env:{runtime_id}")
     }
+
+    /// The Docker network of an establishment's runtime.
+    pub fn network_name(establishment_id: &str) -> String {
+        format!("cp-rt-{establishment_id}")
+    }
+}
+
+/// The client for runtimes' control endpoints: short timeouts, no proxy, and no redirects
+/// followed (a runtime must answer itself; a redirect could point the control plane anywhere).
+pub fn runtime_http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(1))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
 }
 
 /// This database's instance label, created on first start (not in a migration: databases
@@ -277,6 +289,8 @@ pub enum ProvisionError {
     },
     #[error(transparent)]
     Invalid(#[from] Invalid),
+    #[error("image {image:?} is not allowed here (RUNTIME_IMAGE_ALLOWLIST: {allowed})")]
+    ImageNotAllowed { image: String, allowed: String },
     #[error("image {0:?} is not present on the Docker host; nothing is pulled: build or load it there first")]
     ImageNotFound(String),
     #[error(transparent)]
@@ -359,9 +373,9 @@ impl RuntimeManagement {
         Ok(free)
     }
 
-    /// Provisions the establishment's runtime: checks the image is present, allocates a host
-    /// port under the `host_port` claim, seals the env and records the intent. The worker
-    /// creates the container.
+    /// Provisions the establishment's runtime: checks the image is allowed and present,
+    /// allocates a host port under the `host_port` claim, seals the env and records the intent.
+    /// The worker creates the container.
     pub async fn provision(
         &self,
         ctx: &CommandContext,
@@ -379,6 +393,13 @@ impl RuntimeManagement {
             return Err(ProvisionError::AlreadyProvisioned {
                 establishment_id: establishment_id.to_string(),
                 runtime_id: Some(existing),
+            });
+        }
+        let allowed = &self.runtimes.config.runtime_image_allowlist;
+        if !allowed.allows(&input.image) {
+            return Err(ProvisionError::ImageNotAllowed {
+                image: input.image,
+                allowed: allowed.to_string(),
             });
         }
         if !self

@@ -151,6 +151,16 @@ pub struct Config {
     )]
     pub sentiment_interval_ms: u64,
 
+    /// How often the analysis worker looks for ended calls whose summary or sentiment a stop
+    /// left undone (seconds; it also looks at start-up).
+    #[arg(
+        long,
+        env = "ANALYSIS_RESCAN_INTERVAL_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub analysis_rescan_interval_seconds: u64,
+
     /// Base URL of an OpenAI-compatible API for call summaries (e.g. https://api.openai.com/v1).
     /// Unset: the embedded extractive summariser.
     #[arg(long, env = "SUMMARY_LLM_BASE_URL", global = true)]
@@ -250,6 +260,7 @@ impl Config {
             projector_poll_ms: 100,
             call_reaper_interval_seconds: 30,
             sentiment_interval_ms: 10000,
+            analysis_rescan_interval_seconds: 60,
             summary_llm_base_url: None,
             summary_llm_model: "gpt-4.1-mini".into(),
             summary_llm_api_key: None,

@@ -49,6 +49,69 @@ impl fmt::Display for PortRange {
     }
 }
 
+/// Images runtimes may be provisioned from: exact references, or prefixes ending in `*`
+/// (`voice-agent-runtime:*`), written comma-separated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageAllowList {
+    entries: Vec<String>,
+}
+
+/// The default allow-list: the reference runtime and the product's runtime image.
+pub const DEFAULT_IMAGE_ALLOWLIST: &str = "agent-runtime-sim:latest,voice-agent-runtime:*";
+
+impl ImageAllowList {
+    /// Whether `image` is allowed: equal to an entry, or starting with an entry's prefix.
+    pub fn allows(&self, image: &str) -> bool {
+        self.entries.iter().any(|e| match e.strip_suffix('*') {
+            Some(prefix) => image.starts_with(prefix),
+            None => image == e,
+        })
+    }
+
+    pub fn entries(&self) -> &[String] {
+        &self.entries
+    }
+}
+
+impl FromStr for ImageAllowList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let entries: Vec<String> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect();
+        if entries.is_empty() {
+            return Err("RUNTIME_IMAGE_ALLOWLIST names no image".into());
+        }
+        for e in &entries {
+            let body = e.strip_suffix('*').unwrap_or(e);
+            if body.is_empty() {
+                return Err(format!(
+                    "{e:?} would allow every image; name a registry or repository before the *"
+                ));
+            }
+            if body.contains('*')
+                || !body
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+            {
+                return Err(format!(
+                    "{e:?} is not an image reference or a prefix ending in *"
+                ));
+            }
+        }
+        Ok(Self { entries })
+    }
+}
+
+impl fmt::Display for ImageAllowList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.entries.join(","))
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeConfig {
     /// Host ports runtime containers are published on (127.0.0.1 only), `FIRST-LAST`.
@@ -115,6 +178,30 @@ pub struct RuntimeConfig {
     #[arg(long, env = "RUNTIME_CPUS", default_value_t = 1.0, global = true)]
     pub runtime_cpus: f64,
 
+    /// Most processes (threads included) a runtime container may run.
+    #[arg(long, env = "RUNTIME_PIDS_LIMIT", default_value_t = 256, global = true)]
+    pub runtime_pids_limit: i64,
+
+    /// Mount runtime containers' root filesystem read-only (a 64 MiB tmpfs serves /tmp).
+    #[arg(
+        long,
+        env = "RUNTIME_READ_ONLY_ROOTFS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub runtime_read_only_rootfs: bool,
+
+    /// Images runtimes may be provisioned from, comma-separated: exact references, or prefixes
+    /// ending in `*`. Any other image is refused (422 image_not_allowed).
+    #[arg(
+        long,
+        env = "RUNTIME_IMAGE_ALLOWLIST",
+        default_value = DEFAULT_IMAGE_ALLOWLIST,
+        global = true
+    )]
+    pub runtime_image_allowlist: ImageAllowList,
+
     /// Docker restart policy of runtime containers: no, always, unless-stopped,
     /// on-failure[:max-retries].
     #[arg(
@@ -141,6 +228,11 @@ impl Default for RuntimeConfig {
             runtime_container_port: 8080,
             runtime_memory_mb: 512,
             runtime_cpus: 1.0,
+            runtime_pids_limit: 256,
+            runtime_read_only_rootfs: true,
+            runtime_image_allowlist: DEFAULT_IMAGE_ALLOWLIST
+                .parse()
+                .expect("the default allow-list parses"),
             runtime_restart_policy: "unless-stopped".into(),
         }
     }
@@ -189,6 +281,9 @@ impl RuntimeConfig {
         if self.runtime_memory_mb < 6 {
             anyhow::bail!("RUNTIME_MEMORY_MB must be at least 6 (Docker's minimum)");
         }
+        if self.runtime_pids_limit < 8 {
+            anyhow::bail!("RUNTIME_PIDS_LIMIT must be at least 8");
+        }
         Ok(())
     }
 }
@@ -203,6 +298,23 @@ mod tests {
         assert_eq!((r.first, r.last, r.len()), (18080, 18999, 920));
         for bad in ["", "18080", "2-1", "0-10", "a-b", "1-70000"] {
             assert!(bad.parse::<PortRange>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn image_allow_lists_match_exact_references_and_prefixes() {
+        let l: ImageAllowList = DEFAULT_IMAGE_ALLOWLIST.parse().unwrap();
+        assert!(l.allows("agent-runtime-sim:latest"));
+        assert!(l.allows("voice-agent-runtime:1.4.2"));
+        assert!(!l.allows("agent-runtime-sim:other"));
+        assert!(!l.allows("voice-agent-runtime-evil:latest"));
+        assert!(!l.allows("alpine:latest"));
+        let l: ImageAllowList = " registry.local:5000/runtimes/* , x:1 ".parse().unwrap();
+        assert!(l.allows("registry.local:5000/runtimes/a:b"));
+        assert!(l.allows("x:1"));
+        assert!(!l.allows("registry.local:5000/other/a:b"));
+        for bad in ["", " , ", "*", "a*b:*", "bad image"] {
+            assert!(bad.parse::<ImageAllowList>().is_err(), "{bad:?}");
         }
     }
 

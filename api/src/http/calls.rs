@@ -288,6 +288,9 @@ pub struct CallDetails {
     pub tool_calls: i32,
     pub runtime_errors: i32,
     pub reaped_reason: Option<String>,
+    /// Some event of this call could not be applied and was set aside (a dead letter, see
+    /// `GET /admin/dead-letters`): what is shown may be incomplete until it is retried.
+    pub degraded: bool,
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -350,6 +353,7 @@ async fn get_call(
         tool_calls: r.tool_calls,
         runtime_errors: r.runtime_errors,
         reaped_reason: r.reaped_reason,
+        degraded: r.degraded,
         timeline,
     }))
 }

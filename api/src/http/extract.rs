@@ -39,6 +39,7 @@ where
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+        refuse_nul(&bytes)?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -66,14 +67,49 @@ pub fn has_escaped_nul(bytes: &[u8]) -> bool {
     false
 }
 
+/// A 422 naming the first string (or key) of a JSON body that holds a NUL character; only
+/// bodies that hold one pay for finding where.
+pub fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
+    if !has_escaped_nul(bytes) {
+        return Ok(());
+    }
+    fn find(v: &serde_json::Value, path: &str) -> Option<String> {
+        let join = |k: &str| {
+            if path.is_empty() {
+                k.to_string()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => Some(path.to_string()),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| find(item, &format!("{path}[{i}]"))),
+            serde_json::Value::Object(map) => map.iter().find_map(|(k, item)| {
+                if k.contains('\0') {
+                    Some(join("<key>"))
+                } else {
+                    find(item, &join(k))
+                }
+            }),
+            _ => None,
+        }
+    }
+    let field = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| find(&v, ""))
+        .filter(|f| !f.is_empty())
+        .unwrap_or_else(|| "body".to_string());
+    Err(ApiError::validation(
+        &field,
+        "may not contain NUL (\\u0000) characters",
+    ))
+}
+
 /// Parses JSON bytes, naming the offending field on a data error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if has_escaped_nul(bytes) {
-        return Err(ApiError::validation(
-            "body",
-            "text may not contain NUL (\\u0000) characters",
-        ));
-    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(v) => Ok(v),
@@ -114,7 +150,9 @@ mod tests {
         assert!(has_escaped_nul(br#"{"e":"\\\u0000"}"#));
         assert!(!has_escaped_nul(br#"{"e":"\\u0000"}"#));
         assert!(!has_escaped_nul(br#"{"e":"\u0001"}"#));
-        assert!(parse_json::<serde_json::Value>(br#"{"email":"a\u0000b"}"#).is_err());
+        let e = refuse_nul(br#"{"user":{"email":"a\u0000b"}}"#).unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message().starts_with("user.email:"), "{}", e.message());
     }
 }
 
@@ -173,7 +211,8 @@ fn form_urlencoded_parse(q: &str) -> url::form_urlencoded::Parse<'_> {
     url::form_urlencoded::parse(q.as_bytes())
 }
 
-/// The id of the current request (`x-request-id`), set by the request-id middleware.
+/// The id of the current request (`x-request-id`), set by the request-id middleware (a safe
+/// token of at most 64 characters; checked again here for routers without the middleware).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
@@ -186,6 +225,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
                 .headers
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
+                .filter(|v| crate::http::is_safe_request_id(v))
                 .map(str::to_string)
                 .unwrap_or_else(|| crate::ids::new_id("req")),
         ))

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use aggregates::call::{CallSid, Direction, Party, RuntimeEvent};
-use aggregates::common::ParseError;
+use aggregates::common::{check_text, plausible_instant, ParseError, TextKind};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::StatusCode;
@@ -239,12 +239,16 @@ async fn ingest_one(
             "must be 1 to 255 characters",
         ));
     }
+    check_text("event.idempotency_key", &key, TextKind::Token)?;
     if env.event.id.is_empty() || env.event.id.len() > 128 {
         return Err(ApiError::validation(
             "event.id",
             "must be 1 to 128 characters",
         ));
     }
+    check_text("event.id", &env.event.id, TextKind::Token)?;
+    let now = Utc::now();
+    plausible_instant("event.occurred_at", env.event.occurred_at, now)?;
     if env.call.provider != "twilio" {
         return Err(ApiError::validation("call.provider", "must be \"twilio\""));
     }
@@ -271,6 +275,9 @@ async fn ingest_one(
         if v.as_ref().is_some_and(|s| s.is_empty() || s.len() > 64) {
             return Err(ApiError::validation(name, "must be 1 to 64 characters"));
         }
+        if let Some(v) = v {
+            check_text(name, v, TextKind::Token)?;
+        }
     }
     let mut event = parse_event(&env.event.kind, env.event.payload.clone())?;
     if let RuntimeEvent::TranscriptSegment(segment) = &mut event {
@@ -279,6 +286,9 @@ async fn ingest_one(
         }
     }
     event.validate().map_err(|e| field("event.payload.", e))?;
+    event
+        .validate_times(now)
+        .map_err(|e| field("event.payload.", e))?;
 
     ingestion
         .ingest(

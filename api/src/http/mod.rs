@@ -1,6 +1,7 @@
 //! The HTTP surface: routes (collected with their OpenAPI descriptions), middleware (request
 //! id, tracing, metrics, body limits, panics) and the contract-shaped fallbacks.
 
+pub mod admin;
 pub mod agents;
 pub mod audit;
 pub mod auth;
@@ -26,14 +27,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -43,12 +41,53 @@ use crate::state::AppState;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-#[derive(Clone, Copy, Default)]
-struct MakeUlid;
+/// Longest client-chosen request id kept (it is copied into the metadata of every event the
+/// request appends, and into the log).
+pub const MAX_REQUEST_ID_LEN: usize = 64;
 
-impl MakeRequestId for MakeUlid {
-    fn make_request_id<B>(&mut self, _req: &axum::http::Request<B>) -> Option<RequestId> {
-        crate::ids::new_id("req").parse().ok().map(RequestId::new)
+/// Whether a client's `X-Request-Id` is a short, safe token: 1 to 64 of `[A-Za-z0-9._-]`.
+pub fn is_safe_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Keeps the client's `X-Request-Id` when it is a safe token, else replaces it with a fresh
+/// one, and echoes the id actually used on the response.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_safe_request_id(v))
+        .and_then(|v| HeaderValue::from_str(v).ok());
+    let id = match given {
+        Some(v) => v,
+        None => HeaderValue::from_str(&crate::ids::new_id("req"))
+            .expect("generated ids are header-safe"),
+    };
+    req.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+    let mut res = next.run(req).await;
+    res.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    res
+}
+
+/// The `method` label of request metrics: the standard methods, every other one `other` (a
+/// client must not be able to mint label values).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
     }
 }
 
@@ -68,6 +107,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(ingest::routes())
         .merge(integrations::routes())
         .merge(tool_proxy::routes())
+        .merge(admin::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json` (also `control-plane openapi`).
@@ -96,8 +136,7 @@ pub fn router(state: AppState) -> Router {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }),
         )
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeUlid))
+        .layer(middleware::from_fn(request_id))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))
@@ -112,7 +151,7 @@ async fn observe(req: Request, next: Next) -> Response {
         return ApiError::not_found("resource").into_response();
     }
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -121,7 +160,7 @@ async fn observe(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     let status = res.status();
     let elapsed = started.elapsed().as_secs_f64();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.as_u16().to_string()).increment(1);
+    metrics::counter!("http_requests_total", "method" => method, "route" => route.clone(), "status" => status.as_u16().to_string()).increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.clone()).record(elapsed);
     if status.is_server_error() {
         let cause = res

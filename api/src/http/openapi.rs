@@ -32,6 +32,7 @@ use crate::state::AppState;
         (name = "tool-proxy", description = "Runtimes act through the establishment's integrations, with the runtime token; exactly once per tool call"),
         (name = "twilio", description = "Twilio webhooks (X-Twilio-Signature, no user auth)"),
         (name = "operations", description = "Probes and metrics"),
+        (name = "admin", description = "Platform administration: dead letters (events a projector set aside)"),
     )
 )]
 pub struct ApiDoc;

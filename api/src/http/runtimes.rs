@@ -80,8 +80,9 @@ pub struct RuntimeStatusView {
     pub id: String,
     /// created, starting, running, stopping, stopped, restarting, exited, missing or failed.
     pub status: String,
-    /// Running and its `/readyz` says ready.
+    /// Running, its `/readyz` says ready, and not draining.
     pub ready: bool,
+    /// Why it is not ready (a draining runtime's first issue starts with `draining`).
     pub ready_issues: Vec<String>,
     /// Last health poll (null before the first).
     pub last_checked_at: Option<DateTime<Utc>>,
@@ -124,15 +125,21 @@ pub struct WhoAmI {
     pub establishment_id: String,
 }
 
+/// The issue a draining runtime's status carries (it takes no new calls, so it is not ready).
+pub const DRAINING_ISSUE: &str = "draining: the runtime takes no new calls until it is resumed";
+
 fn to_view(r: RuntimeRow) -> RuntimeView {
     let running = r.status == "running";
-    let ready_issues = if running {
+    let mut ready_issues = if running {
         RuntimeRow::strings(&r.ready_issues)
     } else {
         let mut issues = vec![format!("runtime is not running (status: {})", r.status)];
         issues.extend(r.last_error.clone());
         issues
     };
+    if r.draining {
+        ready_issues.insert(0, DRAINING_ISSUE.to_string());
+    }
     let agent_info = match (r.active_calls, r.total_calls_handled) {
         (Some(a), Some(t)) => Some(AgentInfo {
             active_calls: a,
@@ -141,7 +148,7 @@ fn to_view(r: RuntimeRow) -> RuntimeView {
         _ => None,
     };
     RuntimeView {
-        ready: running && r.ready,
+        ready: running && r.ready && !r.draining,
         ready_issues,
         draining: r.draining,
         env_keys: RuntimeRow::strings(&r.env_keys),
@@ -211,7 +218,7 @@ async fn get_runtime(
     params(("id" = String, Path)), request_body = ProvisionRequest,
     responses((status = 201, body = ProvisionResponse), (status = 403), (status = 404),
               (status = 409, description = "the establishment already has a runtime"),
-              (status = 422, description = "invalid input, or the image is not present on the Docker host"),
+              (status = 422, description = "invalid input, an image outside RUNTIME_IMAGE_ALLOWLIST (`image_not_allowed`), or an image not present on the Docker host (`image_not_found`)"),
               (status = 503, description = "Docker unreachable, or no free host port")))]
 async fn provision_runtime(
     State(management): State<Arc<RuntimeManagement>>,
@@ -402,6 +409,12 @@ impl From<ProvisionError> for ApiError {
                 json!({ "establishment_id": establishment_id, "runtime_id": runtime_id }),
             ),
             ProvisionError::Invalid(i) => i.into(),
+            ProvisionError::ImageNotAllowed { image, allowed } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "image_not_allowed",
+                message,
+            )
+            .with_details(json!({ "field": "image", "image": image, "allowed": allowed })),
             ProvisionError::ImageNotFound(image) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "image_not_found", message)
                     .with_details(json!({ "field": "image", "image": image }))

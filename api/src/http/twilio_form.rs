@@ -1,6 +1,7 @@
 //! The Twilio webhook extractor: checks `X-Twilio-Signature` against `PUBLIC_BASE_URL`, path
-//! and query (and the body hash for JSON bodies) before anything reads the form; bodies are
-//! bounded.
+//! and query (and the body hash for JSON bodies) before anything reads the form; bodies,
+//! parameter counts and values are bounded, and values carrying NUL or control characters are
+//! refused (422 naming the parameter) before they can reach an event.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,52 @@ use crate::http::error::ApiError;
 
 /// Largest webhook body accepted (Twilio's forms are a few KB).
 pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
+/// Most form (and query) parameters accepted in one webhook.
+pub const MAX_WEBHOOK_PARAMS: usize = 256;
+/// Longest parameter name and value accepted, in characters.
+pub const MAX_WEBHOOK_NAME: usize = 128;
+pub const MAX_WEBHOOK_VALUE: usize = 8 * 1024;
+
+/// Checks the parameters of a signed webhook: bounded counts and sizes, no NUL or control
+/// characters other than tab and line breaks (PostgreSQL refuses NUL in what events store).
+pub fn check_params<'a>(
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), ApiError> {
+    for (i, (name, value)) in params.into_iter().enumerate() {
+        if i >= MAX_WEBHOOK_PARAMS {
+            return Err(ApiError::validation(
+                "form",
+                format!("at most {MAX_WEBHOOK_PARAMS} parameters"),
+            ));
+        }
+        let shown: String = name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_WEBHOOK_NAME)
+            .collect();
+        if name.chars().count() > MAX_WEBHOOK_NAME
+            || aggregates::common::check_text("name", name, aggregates::common::TextKind::Token)
+                .is_err()
+        {
+            return Err(ApiError::validation(
+                &shown,
+                format!("parameter names are at most {MAX_WEBHOOK_NAME} printable characters"),
+            ));
+        }
+        if value.chars().count() > MAX_WEBHOOK_VALUE {
+            return Err(ApiError::validation(
+                &shown,
+                format!("must be at most {MAX_WEBHOOK_VALUE} characters"),
+            ));
+        }
+        if let Err(e) =
+            aggregates::common::check_text("value", value, aggregates::common::TextKind::Prose)
+        {
+            return Err(ApiError::validation(&shown, e.message));
+        }
+    }
+    Ok(())
+}
 
 /// What checking a webhook's signature needs.
 pub struct TwilioWebhooks {
@@ -98,12 +145,8 @@ where
         }
         let params: Vec<(String, String)> =
             url::form_urlencoded::parse(&body).into_owned().collect();
-        if let Some((name, _)) = params
-            .iter()
-            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
-        {
-            return Err(ApiError::validation(name, "may not contain NUL characters"));
-        }
+        check_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        check_params(query.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         Ok(TwilioForm { params, query })
     }
 }

@@ -7,6 +7,12 @@
 //!
 //! Summaries come from the embedded extractive summariser, or from an OpenAI-compatible chat
 //! endpoint when one is configured, with the extractive one as the fallback.
+//!
+//! Nothing is lost to a stop: the consumer's checkpoint moves when it has *seen* a call end,
+//! before the summary exists, so at start-up and every `ANALYSIS_RESCAN_INTERVAL_SECONDS` the
+//! worker looks for ended calls (of the last `RESCAN_DAYS` days) that the consumer has passed
+//! but whose summary, or sentiment over every segment, is missing, and queues them again. A
+//! call whose analysis fails to record stays queued and is retried with a growing pause.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,6 +31,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::background::{Background, Job, WorkQueue, WorkReceiver};
 use crate::config::Config;
 use crate::store::{CommandBus, CommandContext, ExecOptions, IdempotencyClaim};
+use projections::calls::queries::UnanalysedCall;
 
 /// Longest transcript kept in memory per call (segments); beyond it the summary reads the rest
 /// from the read model.
@@ -33,6 +40,12 @@ const MAX_SEGMENTS_IN_MEMORY: usize = 5_000;
 const WINDOW_SECS: f64 = 60.0;
 /// How long to wait for announced-but-missing segments before summarising anyway.
 const SUMMARY_PATIENCE: Duration = Duration::from_secs(4);
+/// How far back the rescan looks for ended calls without their analysis.
+const RESCAN_DAYS: i64 = 7;
+/// Most calls one rescan queues.
+const RESCAN_LIMIT: i64 = 500;
+/// Longest pause between two attempts at a call whose analysis keeps failing.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 struct Seg {
@@ -125,6 +138,11 @@ impl AnalysisConsumer {
                 ordinal, segment, ..
             } => {
                 let m = calls.entry(id.clone()).or_default();
+                if ordinal <= m.last_ordinal {
+                    // A call's ordinals arrive in order: this one was seen already (a failed
+                    // batch applied again).
+                    return Ok(());
+                }
                 if ordinal != m.last_ordinal + 1 {
                     m.complete_from_start = false;
                 }
@@ -155,16 +173,21 @@ impl AnalysisConsumer {
                     .get_or_insert_with(Instant::now);
                 true
             }
+            // Only for calls it tracks: an entry made for a call it never saw end would sit in
+            // memory for ever (and hide the call from the rescan).
             CallEvent::SentimentComputed {
                 segments_considered,
                 ..
             } => {
-                let m = calls.entry(id.clone()).or_default();
-                m.sentiment_considered = m.sentiment_considered.max(segments_considered);
+                if let Some(m) = calls.get_mut(id) {
+                    m.sentiment_considered = m.sentiment_considered.max(segments_considered);
+                }
                 false
             }
             CallEvent::SummaryGenerated { .. } => {
-                calls.entry(id.clone()).or_default().summarized = true;
+                if let Some(m) = calls.get_mut(id) {
+                    m.summarized = true;
+                }
                 false
             }
             _ => false,
@@ -176,11 +199,42 @@ impl AnalysisConsumer {
     }
 }
 
+impl AnalysisConsumer {
+    /// Queues an ended call found by the rescan, unless the consumer saw it end in this
+    /// process (then it is queued already). What memory lacks comes from the read model (the
+    /// transcript is read back when it is due).
+    fn requeue(&self, c: &UnanalysedCall) -> bool {
+        let mut calls = self.calls.lock();
+        let m = calls.entry(c.id.clone()).or_default();
+        if m.ended_at.is_some() {
+            return false;
+        }
+        // It ended before this process saw it: no patience left for missing segments.
+        m.ended_at = Some(
+            Instant::now()
+                .checked_sub(SUMMARY_PATIENCE)
+                .unwrap_or_else(Instant::now),
+        );
+        m.complete_from_start = false;
+        m.last_ordinal = m.last_ordinal.max(c.segments.max(0) as u64);
+        m.expected = m.expected.or(c.expected_segments.map(|n| n.max(0) as u64));
+        m.sentiment_considered = m
+            .sentiment_considered
+            .max(c.sentiment_considered.unwrap_or(0).max(0) as u64);
+        m.summarized |= c.summarized;
+        drop(calls);
+        self.dirty.enqueue(c.id.clone());
+        true
+    }
+}
+
 /// Configuration of the analysis worker.
 #[derive(Debug, Clone)]
 pub struct AnalysisConfig {
     pub sentiment_interval: Duration,
     pub llm: Option<LlmConfig>,
+    /// How often ended calls without their analysis are looked for (also at start-up).
+    pub rescan_interval: Duration,
 }
 
 /// An OpenAI-compatible chat-completions endpoint for summaries.
@@ -202,6 +256,7 @@ impl AnalysisConfig {
                 api_key: config.summary_llm_api_key.clone(),
                 timeout: Duration::from_millis(config.summary_llm_timeout_ms.max(100)),
             }),
+            rescan_interval: Duration::from_secs(config.analysis_rescan_interval_seconds.max(1)),
         }
     }
 }
@@ -215,18 +270,70 @@ pub struct AnalysisWorker {
     pub http: reqwest::Client,
 }
 
-/// The worker task: recomputes what the consumer marked dirty.
+/// A call waiting for the worker: its background job, and when to try again after failures.
+struct Pending {
+    _job: Job,
+    failures: u32,
+    next_at: Instant,
+}
+
+/// The pause after `failures` failed attempts: 250 ms, doubled each time, at most 30 s.
+fn retry_pause(failures: u32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1u64 << failures.min(16))).min(MAX_RETRY_PAUSE)
+}
+
+/// Queues the ended calls whose analysis a stop left undone (see the module doc).
+pub async fn rescan(worker: &AnalysisWorker) -> anyhow::Result<usize> {
+    let since = Utc::now()
+        .checked_sub_signed(chrono::TimeDelta::days(RESCAN_DAYS))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let calls = projections::calls::queries::ended_without_analysis(
+        &worker.pool,
+        worker.consumer.name(),
+        since,
+        RESCAN_LIMIT,
+    )
+    .await?;
+    let queued = calls.iter().filter(|c| worker.consumer.requeue(c)).count();
+    if queued > 0 {
+        tracing::info!(
+            queued,
+            "ended calls without their analysis queued again by the rescan"
+        );
+        metrics::counter!("analysis_rescan_queued_total").increment(queued as u64);
+    }
+    Ok(queued)
+}
+
+/// The worker task: recomputes what the consumer marked dirty, and rescans for calls whose
+/// analysis a stop left undone.
 pub async fn run(worker: Arc<AnalysisWorker>, dirty: DirtyCalls) {
     let mut dirty = dirty.lock().await;
-    let mut pending: BTreeMap<String, Job> = BTreeMap::new();
+    let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
     let mut last_emit: HashMap<String, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut rescan_tick = tokio::time::interval(worker.config.rescan_interval);
+    rescan_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            Some((id, job)) = dirty.recv() => { pending.entry(id).or_insert(job); continue; }
+            Some((id, job)) = dirty.recv() => {
+                pending.entry(id).or_insert(Pending { _job: job, failures: 0, next_at: Instant::now() });
+                continue;
+            }
+            _ = rescan_tick.tick() => {
+                if let Err(e) = rescan(&worker).await {
+                    tracing::warn!(error = %format!("{e:#}"), "analysis rescan failed; will try again");
+                }
+                continue;
+            }
             _ = tick.tick() => {}
         }
-        let due: Vec<String> = pending.keys().cloned().collect();
+        let now = Instant::now();
+        let due: Vec<String> = pending
+            .iter()
+            .filter(|(_, p)| p.next_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in due {
             let keep = process(&worker, &id, &mut last_emit).await;
             match keep {
@@ -235,7 +342,14 @@ pub async fn run(worker: Arc<AnalysisWorker>, dirty: DirtyCalls) {
                     pending.remove(&id);
                 }
                 Err(e) => {
-                    tracing::warn!(call_id = %id, error = %format!("{e:#}"), "call analysis failed; will retry");
+                    if let Some(p) = pending.get_mut(&id) {
+                        p.failures = p.failures.saturating_add(1);
+                        let pause = retry_pause(p.failures);
+                        p.next_at = Instant::now() + pause;
+                        tracing::warn!(call_id = %id, failures = p.failures, ?pause,
+                            error = %format!("{e:#}"), "call analysis failed; will retry");
+                        metrics::counter!("analysis_failures_total").increment(1);
+                    }
                 }
             }
         }
@@ -388,9 +502,15 @@ async fn record_sentiment(
             .windows(WINDOW_SECS)
             .into_iter()
             .filter_map(|w| {
+                // Checked: the offsets come from runtime-supplied times.
+                let at = |secs: f64| {
+                    base.checked_add_signed(chrono::TimeDelta::try_milliseconds(
+                        (secs * 1000.0) as i64,
+                    )?)
+                };
                 Some(SentimentWindow {
-                    start: base + chrono::Duration::milliseconds((w.start * 1000.0) as i64),
-                    end: base + chrono::Duration::milliseconds((w.end * 1000.0) as i64),
+                    start: at(w.start)?,
+                    end: at(w.end)?,
                     label: label(w.score.label),
                     score: SentimentScore::try_from(w.score.score).ok()?,
                 })
@@ -512,4 +632,76 @@ async fn llm_summary(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| anyhow::anyhow!("the completion has no text"))?;
     Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_analyses_are_retried_with_a_growing_bounded_pause() {
+        assert_eq!(retry_pause(0), Duration::from_millis(250));
+        assert_eq!(retry_pause(1), Duration::from_millis(500));
+        assert_eq!(retry_pause(3), Duration::from_secs(2));
+        assert_eq!(retry_pause(8), MAX_RETRY_PAUSE);
+        assert_eq!(retry_pause(u32::MAX), MAX_RETRY_PAUSE);
+    }
+
+    #[test]
+    fn a_rescanned_call_is_queued_once_and_a_replayed_segment_is_not_counted_twice() {
+        let background = Background::default();
+        let (consumer, _rx) = AnalysisConsumer::new(&background);
+        let call = UnanalysedCall {
+            id: "call_1".into(),
+            segments: 3,
+            expected_segments: Some(3),
+            sentiment_considered: Some(3),
+            summarized: false,
+        };
+        assert!(consumer.requeue(&call));
+        assert!(!consumer.requeue(&call), "queued already");
+        assert_eq!(background.in_flight(), 1);
+        {
+            let calls = consumer.calls.lock();
+            let m = &calls["call_1"];
+            assert_eq!((m.last_ordinal, m.sentiment_considered), (3, 3));
+            assert!(!m.complete_from_start && !m.summarized);
+        }
+        // A segment the consumer has seen (a failed batch applied again) changes nothing.
+        let seg = |ordinal: u64| StoredEvent {
+            position: ordinal as i64,
+            txid: 1,
+            aggregate_type: "Call".into(),
+            aggregate_id: "call_2".into(),
+            sequence: ordinal as i64,
+            event_type: "TranscriptSegmentAdded".into(),
+            event_version: "1".into(),
+            payload: serde_json::to_value(CallEvent::TranscriptSegmentAdded {
+                ordinal,
+                origin: aggregates::call::RuntimeOrigin {
+                    runtime_id: "rt_1".into(),
+                    event_id: format!("evt_{ordinal}"),
+                    occurred_at: Utc::now(),
+                },
+                segment: aggregates::call::TranscriptSegment {
+                    segment_id: format!("seg_{ordinal}"),
+                    speaker: Speaker::Agent,
+                    text: "hello".into(),
+                    started_at: Utc::now(),
+                    ended_at: Utc::now(),
+                    confidence: None,
+                },
+            })
+            .unwrap(),
+            metadata: json!({}),
+            event_id: format!("evt_{ordinal}"),
+            recorded_at: Utc::now(),
+        };
+        for ordinal in [1, 2, 1, 2, 3] {
+            consumer.consume(&seg(ordinal)).unwrap();
+        }
+        let calls = consumer.calls.lock();
+        assert_eq!(calls["call_2"].segments.len(), 3);
+        assert_eq!(calls["call_2"].last_ordinal, 3);
+    }
 }

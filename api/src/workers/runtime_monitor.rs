@@ -146,7 +146,16 @@ async fn reconcile(state: &RuntimeWorker, targets: &[Target]) {
     for t in targets.iter().filter(|t| !t.pending) {
         let container = by_runtime.get(t.id.as_str()).copied();
         if let Some(observed) = observe(container, t.container_id.is_some()) {
+            let missing = observed == ObservedState::Missing;
             record(state, t, RuntimeCommand::RecordObserved(observed)).await;
+            if missing {
+                // Its container is gone: so goes its network (a start creates both again).
+                let network =
+                    crate::application::runtimes::Runtimes::network_name(&t.establishment_id);
+                if let Err(e) = rt.docker.remove_network(&network).await {
+                    tracing::warn!(runtime_id = %t.id, %network, error = %e, "cannot remove the network of a removed runtime");
+                }
+            }
         }
     }
     let known: HashSet<&str> = targets.iter().map(|t| t.id.as_str()).collect();
@@ -223,15 +232,17 @@ fn issues_of(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Polls `/readyz` and `/info` of one runtime, stores the result in `runtime_health`, records
-/// a health change and re-tells the runtime whether to drain.
-pub async fn check(state: &RuntimeWorker, t: &Target) -> Health {
-    let http = &state.runtimes.http;
-    let (readyz, info) = tokio::join!(
-        http.get(format!("{}/readyz", t.base_url)).send(),
-        http.get(format!("{}/info", t.base_url)).send(),
-    );
-    let (ready, issues) = match readyz {
+/// Reads a runtime's `/readyz` answer: ready only on a 2xx with `"ready": true`. A redirect is
+/// never followed (the client has no redirect policy) and means not ready.
+pub async fn readiness(readyz: reqwest::Result<reqwest::Response>) -> (bool, Vec<String>) {
+    match readyz {
+        Ok(res) if res.status().is_redirection() => (
+            false,
+            vec![format!(
+                "/readyz answered with a redirect (HTTP {}); a runtime must answer itself, redirects are not followed",
+                res.status().as_u16()
+            )],
+        ),
         Ok(res) => {
             let status = res.status();
             let body = read_json(res).await.unwrap_or(Value::Null);
@@ -246,7 +257,18 @@ pub async fn check(state: &RuntimeWorker, t: &Target) -> Health {
             false,
             vec![format!("/readyz unreachable: {}", failure_kind(&e))],
         ),
-    };
+    }
+}
+
+/// Polls `/readyz` and `/info` of one runtime, stores the result in `runtime_health`, records
+/// a health change and re-tells the runtime whether to drain.
+pub async fn check(state: &RuntimeWorker, t: &Target) -> Health {
+    let http = &state.runtimes.http;
+    let (readyz, info) = tokio::join!(
+        http.get(format!("{}/readyz", t.base_url)).send(),
+        http.get(format!("{}/info", t.base_url)).send(),
+    );
+    let (ready, issues) = readiness(readyz).await;
     let info = match info {
         Ok(res) if res.status().is_success() => read_json(res).await,
         _ => None,
@@ -398,6 +420,56 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A tiny HTTP server on 127.0.0.1: `/readyz` redirects to `/elsewhere`, which says ready
+    /// (so a client that followed the redirect would call the runtime ready).
+    async fn redirecting_runtime() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let target = base.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let response = if request.starts_with("GET /readyz ") {
+                        format!("HTTP/1.1 302 Found\r\nLocation: {target}/elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    } else {
+                        let body = r#"{"ready":true,"issues":[]}"#;
+                        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    };
+                    let _ = socket.write_all(response.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        base
+    }
+
+    #[tokio::test]
+    async fn a_runtime_answering_readyz_with_a_redirect_is_not_ready_and_is_not_followed() {
+        let base = redirecting_runtime().await;
+        let http = crate::application::runtimes::runtime_http_client().unwrap();
+        // The stand-in does redirect to a ready answer: a following client would be fooled.
+        let followed = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        assert_eq!(followed.status(), reqwest::StatusCode::OK);
+
+        let (ready, issues) = readiness(http.get(format!("{base}/readyz")).send().await).await;
+        assert!(!ready);
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(
+            issues[0].contains("redirect") && issues[0].contains("302"),
+            "{issues:?}"
+        );
+        let ok = readiness(http.get(format!("{base}/elsewhere")).send().await).await;
+        assert_eq!(ok, (true, vec![]));
     }
 
     #[test]

@@ -235,9 +235,36 @@ async fn ensure_container(state: &RuntimeWorker, rt: &Runtime, op: u64) -> Resul
         }
         Ok(None) => {}
     }
+    if !state
+        .runtimes
+        .config
+        .runtime_image_allowlist
+        .allows(&spec.image)
+    {
+        return Err(format!(
+            "image {} is not allowed here (RUNTIME_IMAGE_ALLOWLIST: {})",
+            spec.image, state.runtimes.config.runtime_image_allowlist
+        ));
+    }
     let token = new_secret();
     let container = container_spec(&state.runtimes, rt, &token)?;
-    let container_id = docker.create(&container).await.map_err(|e| match e {
+    let labels = network_labels(&state.runtimes, &spec.establishment_id);
+    docker
+        .ensure_network(&container.network, &labels)
+        .await
+        .map_err(|e| format!("network {}: {e}", container.network))?;
+    let created = match docker.create(&container).await {
+        // The network went between the two calls (the monitor removes an unused one): again.
+        Err(DockerError::NotFound(m)) if m.contains("network") => {
+            docker
+                .ensure_network(&container.network, &labels)
+                .await
+                .map_err(|e| format!("network {}: {e}", container.network))?;
+            docker.create(&container).await
+        }
+        r => r,
+    };
+    let container_id = created.map_err(|e| match e {
         DockerError::NotFound(m) => format!("image {} is not present: {m}", spec.image),
         e => e.to_string(),
     })?;
@@ -258,8 +285,21 @@ async fn ensure_container(state: &RuntimeWorker, rt: &Runtime, op: u64) -> Resul
     Ok(true)
 }
 
+/// Labels of an establishment's runtime network (like its container's, without the runtime).
+pub fn network_labels(rts: &Runtimes, establishment_id: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_INSTANCE.to_string(), rts.instance_id.clone()),
+        (
+            LABEL_ESTABLISHMENT.to_string(),
+            establishment_id.to_string(),
+        ),
+    ])
+}
+
 /// The container of a runtime: contract env (with the fresh token) plus the provisioning env,
-/// labels, port binding, limits and restart policy.
+/// labels, port binding, limits, containment (docs/security.md) and restart policy, on the
+/// establishment's own network.
 fn container_spec(rts: &Runtimes, rt: &Runtime, token: &str) -> Result<ContainerSpec, String> {
     let spec = rt.spec.as_ref().ok_or("runtime not provisioned")?;
     let mut env: BTreeMap<String, String> = match &spec.env_encrypted {
@@ -300,6 +340,9 @@ fn container_spec(rts: &Runtimes, rt: &Runtime, token: &str) -> Result<Container
         container_port: port,
         memory_bytes: (rts.config.runtime_memory_mb * 1024 * 1024) as i64,
         nano_cpus: (rts.config.runtime_cpus * 1e9) as i64,
+        pids_limit: rts.config.runtime_pids_limit,
+        read_only_rootfs: rts.config.runtime_read_only_rootfs,
+        network: Runtimes::network_name(&spec.establishment_id),
         restart_policy: rts.restart_policy.clone(),
     })
 }

@@ -62,6 +62,9 @@ pub struct CallDetailRow {
     pub tool_calls: i32,
     pub runtime_errors: i32,
     pub reaped_reason: Option<String>,
+    /// Some event of this call was set aside by a projector and not resolved (dead letter):
+    /// the read models may miss part of it.
+    pub degraded: bool,
 }
 
 /// Which establishments a read may see: `None` = all (platform admins).
@@ -133,7 +136,10 @@ pub async fn history(
 pub async fn details(pool: &PgPool, call_id: &str) -> sqlx::Result<Option<CallDetailRow>> {
     sqlx::query_as(&format!(
         "SELECT {CALL_COLUMNS}, routing, answered_by, placement, handoff, requested_by, metadata,
-                recording, segments, tool_calls, runtime_errors, reaped_reason
+                recording, segments, tool_calls, runtime_errors, reaped_reason,
+                EXISTS (SELECT 1 FROM projector_dead_letters d
+                        WHERE d.aggregate_type = 'Call' AND d.aggregate_id = rm_calls.id
+                          AND NOT d.resolved) AS degraded
          FROM rm_calls WHERE id = $1"
     ))
     .bind(call_id)
@@ -438,5 +444,52 @@ pub async fn proxy_outcome(
     .bind(call_id)
     .bind(tool_call_id)
     .fetch_optional(pool)
+    .await
+}
+
+/// An ended call whose analysis is incomplete: no summary, or a sentiment that does not cover
+/// all its segments (what a stop between the call's end and its analysis leaves behind).
+#[derive(Debug, Clone, FromRow)]
+pub struct UnanalysedCall {
+    pub id: String,
+    pub segments: i64,
+    pub expected_segments: Option<i64>,
+    /// Segments the recorded sentiment covered (`None`: no sentiment yet).
+    pub sentiment_considered: Option<i64>,
+    pub summarized: bool,
+}
+
+/// Ended calls updated since `since` whose analysis is incomplete, and whose every event the
+/// consumer `consumer` (a projector name) has already passed, so it will not see them again:
+/// newest first, at most `limit`. Cheap: the partial index `rm_calls_unanalysed` holds only
+/// such calls (and live ones).
+pub async fn ended_without_analysis(
+    pool: &PgPool,
+    consumer: &str,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<Vec<UnanalysedCall>> {
+    sqlx::query_as(
+        "SELECT c.id, c.segments, c.expected_segments,
+                (c.sentiment->>'segments_considered')::bigint AS sentiment_considered,
+                c.summary IS NOT NULL AS summarized
+         FROM rm_calls c
+         CROSS JOIN LATERAL (
+             SELECT e.transaction_id, e.position FROM events e
+             WHERE e.aggregate_type = 'Call' AND e.aggregate_id = c.id
+             ORDER BY e.sequence DESC LIMIT 1
+         ) last
+         JOIN projector_checkpoints p ON p.name = $1
+         WHERE (c.summary IS NULL
+                OR c.segments > coalesce((c.sentiment->>'segments_considered')::bigint, 0))
+           AND c.updated_at >= $2
+           AND (NOT c.active OR c.runtime_ended)
+           AND (last.transaction_id, last.position) <= (p.last_txid, p.last_position)
+         ORDER BY c.updated_at DESC LIMIT $3",
+    )
+    .bind(consumer)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(pool)
     .await
 }

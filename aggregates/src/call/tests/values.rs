@@ -83,6 +83,123 @@ fn oversized_or_inconsistent_runtime_payloads_are_refused() {
 }
 
 #[test]
+fn runtime_payloads_postgres_could_not_store_are_refused_naming_the_field() {
+    let segment = |text: &str, id: &str| {
+        RuntimeEvent::TranscriptSegment(TranscriptSegment {
+            segment_id: id.into(),
+            speaker: Speaker::Customer,
+            text: text.into(),
+            started_at: t(0),
+            ended_at: t(1),
+            confidence: Some(0.5),
+        })
+    };
+    assert!(segment("line one\nline two\tand a tab", "seg_1")
+        .validate()
+        .is_ok());
+    for (event, field) in [
+        (segment("nul \0 inside", "seg_1"), "text"),
+        (segment("bell \u{7}", "seg_1"), "text"),
+        (segment("ok", "seg\n1"), "segment_id"),
+        (
+            RuntimeEvent::ToolCalled {
+                tool_name: "lookup".into(),
+                arguments: json!({"deep": {"x": ["a\0b"]}}),
+            },
+            "arguments",
+        ),
+        (
+            RuntimeEvent::ToolResult {
+                tool_name: "lookup".into(),
+                result: json!({"k\0": 1}),
+                error: Value::Null,
+            },
+            "result",
+        ),
+        (
+            RuntimeEvent::ToolCalled {
+                tool_name: "look\u{0}up".into(),
+                arguments: Value::Null,
+            },
+            "tool_name",
+        ),
+        (
+            RuntimeEvent::RecordingAvailable(RecordingRef {
+                recording_url: "javascript:alert(1)".into(),
+                storage_provider: "s3".into(),
+                content_type: "audio/wav".into(),
+            }),
+            "recording_url",
+        ),
+        (
+            RuntimeEvent::RuntimeError {
+                component: RuntimeComponent::Llm,
+                message: "x\0".into(),
+                fatal: false,
+            },
+            "message",
+        ),
+        (
+            RuntimeEvent::CallEnded {
+                ended_at: t(0),
+                duration_seconds: None,
+                final_status: TerminalStatus::Completed,
+                hangup_by: None,
+                segment_count: Some(u64::MAX),
+            },
+            "segment_count",
+        ),
+    ] {
+        assert_eq!(event.validate().unwrap_err().field, field, "{event:?}");
+    }
+    let mut deep = json!(1);
+    for _ in 0..=limits::TOOL_JSON_DEPTH {
+        deep = json!([deep]);
+    }
+    let nested = RuntimeEvent::ToolCalled {
+        tool_name: "t".into(),
+        arguments: deep,
+    };
+    assert_eq!(nested.validate().unwrap_err().field, "arguments");
+}
+
+#[test]
+fn runtime_payload_times_must_lie_in_a_sane_window_around_now() {
+    let now = t(0);
+    let started = |at| RuntimeEvent::CallStarted { started_at: at };
+    assert!(started(t(-3600)).validate_times(now).is_ok());
+    assert!(started(t(23 * 3600)).validate_times(now).is_ok());
+    assert_eq!(
+        started(t(25 * 3600)).validate_times(now).unwrap_err().field,
+        "started_at"
+    );
+    let ancient = DateTime::parse_from_rfc3339("1999-12-31T23:59:59Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    assert_eq!(
+        started(ancient).validate_times(now).unwrap_err().field,
+        "started_at"
+    );
+    let segment = RuntimeEvent::TranscriptSegment(TranscriptSegment {
+        segment_id: "seg_1".into(),
+        speaker: Speaker::Agent,
+        text: "hi".into(),
+        started_at: t(0),
+        ended_at: t(3 * 24 * 3600),
+        confidence: None,
+    });
+    assert_eq!(segment.validate_times(now).unwrap_err().field, "ended_at");
+    let ended = RuntimeEvent::CallEnded {
+        ended_at: ancient,
+        duration_seconds: Some(1),
+        final_status: TerminalStatus::Completed,
+        hangup_by: None,
+        segment_count: None,
+    };
+    assert_eq!(ended.validate_times(now).unwrap_err().field, "ended_at");
+}
+
+#[test]
 fn twilio_values_parse_into_domain_values() {
     assert!("CA0123456789abcdef0123456789ABCDEF"
         .parse::<CallSid>()

@@ -62,9 +62,11 @@ pub fn status_callback(
 ) -> Result<StatusCallback, ParseError> {
     let timestamp = get(p, "Timestamp")
         .map(|t| {
-            DateTime::parse_from_rfc2822(t)
+            let t = DateTime::parse_from_rfc2822(t)
                 .map(|d| d.with_timezone(&Utc))
-                .map_err(|_| ParseError::new("Timestamp", "must be an RFC 2822 date"))
+                .map_err(|_| ParseError::new("Timestamp", "must be an RFC 2822 date"))?;
+            aggregates::common::plausible_instant("Timestamp", t, received_at)?;
+            Ok::<_, ParseError>(t)
         })
         .transpose()?;
     Ok(StatusCallback {
@@ -112,11 +114,17 @@ pub fn recording_status(p: &Params) -> Result<Option<RecordingDone>, ParseError>
         return Ok(None);
     }
     let recording_sid = get(p, "RecordingSid")
-        .filter(|s| s.len() <= 64 && s.starts_with("RE"))
+        .filter(|s| {
+            s.len() <= 64 && s.starts_with("RE") && s.chars().all(|c| c.is_ascii_alphanumeric())
+        })
         .ok_or_else(|| ParseError::new("RecordingSid", "must be a Twilio recording SID"))?
         .to_string();
     let recording_url = get(p, "RecordingUrl")
-        .filter(|u| u.starts_with("https://") && u.len() <= 2048)
+        .filter(|u| {
+            u.starts_with("https://")
+                && u.len() <= 2048
+                && !u.chars().any(|c| c.is_control() || c.is_whitespace())
+        })
         .ok_or_else(|| ParseError::new("RecordingUrl", "must be an https URL"))?
         .to_string();
     Ok(Some(RecordingDone {
@@ -173,6 +181,14 @@ mod tests {
             (("SequenceNumber", "-1"), "SequenceNumber"),
             (("Timestamp", "yesterday"), "Timestamp"),
             (("AnsweredBy", "robot"), "AnsweredBy"),
+            (
+                ("Timestamp", "Fri, 31 Dec 1999 23:00:00 +0000"),
+                "Timestamp",
+            ),
+            (
+                ("Timestamp", "Sat, 10 Jan 2099 00:03:22 +0000"),
+                "Timestamp",
+            ),
         ] {
             let mut p = params(&base);
             p.push((extra.0.into(), extra.1.into()));
