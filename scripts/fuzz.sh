@@ -59,7 +59,9 @@ env DATABASE_URL="$url" LISTEN_ADDR="127.0.0.1:$port" \
   JWT_SECRET="$(head -c 48 /dev/urandom | base64 | tr -d '\n')" \
   SECRETS_KEY="$(head -c 32 /dev/urandom | base64 | tr -d '\n')" \
   TWILIO_ACCOUNT_SID=AC00000000000000000000000000000000 TWILIO_AUTH_TOKEN=fuzz-token \
-  TWILIO_API_BASE_URL=http://127.0.0.1:9 LOG_FORMAT=json RUST_LOG=warn \
+  TWILIO_API_BASE_URL=http://127.0.0.1:9 GOOGLE_CLIENT_ID=fuzz-client GOOGLE_CLIENT_SECRET=fuzz-secret \
+  GOOGLE_OAUTH_TOKEN_URL=http://127.0.0.1:9/token GOOGLE_CALENDAR_API_BASE_URL=http://127.0.0.1:9 \
+  WHATSAPP_API_BASE_URL=http://127.0.0.1:9 LOG_FORMAT=json RUST_LOG=warn \
   "$bin" serve >.local/fuzz/server.log 2>&1 &
 server=$!
 cleanup() {

@@ -85,6 +85,7 @@ pub struct DeadLetterList {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterQuery {
     /// Only resolved (`true`) or unresolved (`false`) ones; default: both.
