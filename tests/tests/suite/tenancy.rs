@@ -437,3 +437,28 @@ async fn only_platform_admins_create_establishments_and_the_creator_becomes_thei
         .unwrap()
         .contains(&json!({"establishment_id": second, "role": "admin"})));
 }
+
+#[tokio::test]
+async fn only_the_platform_assigns_a_number_and_establishment_admins_route_the_ones_they_hold() {
+    let app = TestApp::spawn().await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
+    let admin = app.seed_member(&est, "owner@example.com", "admin").await;
+    let agent = tests::fixtures::create_agent(&app, &admin, &est, "Nova").await;
+    let other = tests::fixtures::create_agent(&app, &admin, &est, "Backup").await;
+    let numbers = |agent: &str| json!({"inbound_numbers": [{"provider": "twilio", "e164": "+15553012211", "routing_agent_id": agent}]});
+    let path = format!("/establishments/{est}/telephony");
+    // An establishment admin cannot take a number nobody assigned to it.
+    let r = app.patch(&path, &admin, numbers(&agent)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(r.code(), "number_not_assigned");
+    assert_eq!(r.body["error"]["details"]["field"], "inbound_numbers");
+    // The platform assigns it; the establishment's admin then routes it to another agent.
+    let r = app.patch(&path, &root, numbers(&agent)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app.patch(&path, &admin, numbers(&other)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.body["inbound_numbers"][0]["routing_agent_id"],
+        json!(other)
+    );
+}
