@@ -78,6 +78,9 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let listen = config.listen_addr;
     let state = AppState::build(config).await?;
     let mut tasks = state.projectors.spawn();
+    tasks.push(tokio::spawn(
+        state.sessions.cache.clone().listen(state.pool.clone()),
+    ));
     state
         .routing
         .reload(&state.pool)

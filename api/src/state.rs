@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use axum::extract::FromRef;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use projections::calls::LiveCalls;
+use projections::identity::PrincipalsVersion;
 use projections::routing::RoutingIndex;
 use projections::{Hub, Projection, ProjectorConfig, Projectors};
 use sqlx::PgPool;
@@ -31,6 +33,7 @@ use crate::application::outbound_call::OutboundCalls;
 use crate::application::runtimes::{RuntimeManagement, Runtimes};
 use crate::application::telephony::TelephonyPolicies;
 use crate::application::tool_proxy::ToolProxy;
+use crate::auth::principals::PrincipalCache;
 use crate::auth::throttle::{Limits, Throttle};
 use crate::auth::tokens::JwtKeys;
 use crate::background::{Background, WorkQueue, WorkReceiver};
@@ -57,6 +60,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The phone-number routing model in memory (kept current by the `routing` projector).
     pub routing: Arc<RoutingIndex>,
+    /// The live calls in memory (kept current by the `calls` projector): active calls and
+    /// live transcripts are read from here.
+    pub live_calls: Arc<LiveCalls>,
     pub jwt: Arc<JwtKeys>,
     pub throttle: Arc<Throttle>,
     pub mailer: WorkQueue<Mail>,
@@ -112,6 +118,7 @@ macro_rules! from_ref {
 
 from_ref!(
     pool: PgPool,
+    live_calls: Arc<LiveCalls>,
     sessions: Arc<Sessions>,
     runtime_tokens: Arc<RuntimeTokens>,
     twilio_webhooks: Arc<TwilioWebhooks>,
@@ -154,17 +161,21 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// Every projection this server maintains (the routing one feeding a detached index; for
 /// tools such as `projections rebuild`).
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    projections_feeding(Arc::default())
+    projections_feeding(Arc::default(), Arc::default(), Arc::default())
 }
 
 /// Every projection, with the routing projection keeping `routing` current.
-pub fn projections_feeding(routing: Arc<RoutingIndex>) -> Vec<Arc<dyn Projection>> {
+pub fn projections_feeding(
+    routing: Arc<RoutingIndex>,
+    live_calls: Arc<LiveCalls>,
+    principals: Arc<PrincipalsVersion>,
+) -> Vec<Arc<dyn Projection>> {
     vec![
-        Arc::new(projections::identity::IdentityProjection),
+        Arc::new(projections::identity::IdentityProjection { principals }),
         Arc::new(projections::agents::AgentsProjection),
         Arc::new(projections::routing::RoutingProjection::new(routing)),
         Arc::new(projections::runtimes::RuntimesProjection),
-        Arc::new(projections::calls::CallsProjection),
+        Arc::new(projections::calls::CallsProjection::feeding(live_calls)),
         Arc::new(projections::integrations::IntegrationsProjection),
     ]
 }
@@ -187,7 +198,11 @@ impl AppState {
         let pool = crate::db::connect(&config).await?;
         crate::db::migrate(&pool).await?;
         let hub = Hub::default();
-        let bus = Arc::new(CommandBus::new(EventStore::new(pool.clone(), hub.clone())));
+        let mut store = EventStore::new(pool.clone(), hub.clone());
+        if config.append_flushers > 0 {
+            store = store.with_group_commit(config.append_flushers);
+        }
+        let bus = Arc::new(CommandBus::new(store));
         let background = Background::default();
         let public_base_url = config.public_base_url();
 
@@ -199,7 +214,13 @@ impl AppState {
 
         let routing = Arc::new(RoutingIndex::default());
         let (analysis_consumer, analysis_queue) = AnalysisConsumer::new(&background);
-        let mut running = projections_feeding(routing.clone());
+        let live_calls = Arc::new(LiveCalls::default());
+        let principal_cache = Arc::new(PrincipalCache::new(Arc::default()));
+        let mut running = projections_feeding(
+            routing.clone(),
+            live_calls.clone(),
+            principal_cache.version.clone(),
+        );
         running.push(analysis_consumer.clone());
         let projectors = Arc::new(Projectors::new(
             running,
@@ -275,6 +296,7 @@ impl AppState {
             sessions: Arc::new(Sessions {
                 jwt: jwt.clone(),
                 pool: pool.clone(),
+                cache: principal_cache.clone(),
             }),
             runtime_tokens: Arc::new(RuntimeTokens::new(pool.clone())),
             twilio_webhooks: Arc::new(TwilioWebhooks {
@@ -284,6 +306,7 @@ impl AppState {
             recording_links: Arc::new(RecordingLinks::new(&jwt_key, &public_base_url)),
             accounts: Arc::new(Accounts {
                 bus: bus.clone(),
+                principals: principal_cache.clone(),
                 pool: pool.clone(),
                 jwt: jwt.clone(),
                 throttle: throttle.clone(),
@@ -347,6 +370,7 @@ impl AppState {
             metrics: metrics_handle(),
             background,
             routing,
+            live_calls,
             projectors,
             hub,
             bus,

@@ -75,6 +75,11 @@ pub struct CallsArgs {
     /// Time between two polls of a lag probe while a segment is outstanding, milliseconds.
     #[arg(long, default_value_t = 5)]
     pub probe_interval_ms: u64,
+    /// Events per request (the batch form of B.1): each call slot plays this many calls in
+    /// step and posts one event of each in one array. 1 posts one envelope per request. With
+    /// more than 1 there are no pollers or lag probes on these calls.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
 }
 
 /// What one line of the scripted conversation says (agent on even segments).
@@ -275,6 +280,12 @@ impl Run {
     /// Posts one envelope like a runtime: retries transport errors, 429 and 5xx with backoff.
     /// Returns when the 202 arrived, or None when the event was given up.
     async fn post(&self, t: &Tenant, env: &Value) -> Option<Instant> {
+        self.post_items(t, env, 1).await
+    }
+
+    /// [`Self::post`] for a body carrying `items` events (a batch); a 207 (some item
+    /// rejected) counts as an error and is not retried.
+    async fn post_items(&self, t: &Tenant, env: &Value, items: u64) -> Option<Instant> {
         {
             let mut f = self.first_send.lock();
             if f.is_none() {
@@ -301,7 +312,7 @@ impl Run {
                     self.ingest.record(now - t0);
                     match (status, body) {
                         (StatusCode::ACCEPTED, Ok(_)) => {
-                            self.accepted.fetch_add(1, Ordering::Relaxed);
+                            self.accepted.fetch_add(items, Ordering::Relaxed);
                             if replayed {
                                 self.replayed.fetch_add(1, Ordering::Relaxed);
                             }
@@ -311,7 +322,7 @@ impl Run {
                             if ps.len() <= sec {
                                 ps.resize(sec + 1, 0);
                             }
-                            ps[sec] += 1;
+                            ps[sec] += items;
                             return Some(now);
                         }
                         (StatusCode::ACCEPTED, Err(e)) => {
@@ -319,7 +330,9 @@ impl Run {
                         }
                         (s, _) => {
                             self.errors.add(format!("ingest_http_{}", s.as_u16()));
-                            if s.is_client_error() && s != StatusCode::TOO_MANY_REQUESTS {
+                            if s == StatusCode::MULTI_STATUS
+                                || (s.is_client_error() && s != StatusCode::TOO_MANY_REQUESTS)
+                            {
                                 return None;
                             }
                         }
@@ -391,13 +404,67 @@ async fn slot(run: Arc<Run>, slot: usize, watch: bool, probe: bool) {
     };
     tokio::time::sleep_until((run.started + delay).into()).await;
     loop {
-        let n = run.next_call.fetch_add(1, Ordering::Relaxed);
-        play(run.clone(), n, watch, probe).await;
+        if args.batch > 1 {
+            let first = run
+                .next_call
+                .fetch_add(args.batch as u64, Ordering::Relaxed);
+            play_batch(run.clone(), first..first + args.batch as u64).await;
+        } else {
+            let n = run.next_call.fetch_add(1, Ordering::Relaxed);
+            play(run.clone(), n, watch, probe).await;
+        }
         match run.stop_at {
             Some(stop) if Instant::now() < stop => continue,
             _ => break,
         }
     }
+}
+
+/// A call's events in order: (type, key suffix, payload).
+type Script = Vec<(&'static str, String, Payload)>;
+
+/// Plays the calls `ns` in step, as one runtime flushing its calls' events together: one
+/// request per step carrying the next event of every call.
+async fn play_batch(run: Arc<Run>, ns: std::ops::Range<u64>) {
+    let tenant = run.tenants[ns.start as usize % run.tenants.len()].clone();
+    let pace = Duration::from_millis(run.args.pace_ms);
+    let calls: Vec<(String, String, Script)> = ns
+        .clone()
+        .map(|n| {
+            let sid = call_sid(run.salt, n);
+            let events = script(&sid, n, run.args.segments);
+            (sid, caller(n), events)
+        })
+        .collect();
+    run.calls_started
+        .fetch_add(calls.len() as u64, Ordering::Relaxed);
+    let started_at = Utc::now();
+    let steps = calls.iter().map(|c| c.2.len()).min().unwrap_or(0);
+    for i in 0..steps {
+        if i > 0 && !pace.is_zero() {
+            tokio::time::sleep(jitter(pace, 0.2)).await;
+        }
+        let now = Utc::now();
+        let body: Vec<Value> = calls
+            .iter()
+            .map(|(sid, from, events)| {
+                let (kind, suffix, payload) = &events[i];
+                envelope(
+                    &tenant,
+                    sid,
+                    from,
+                    kind,
+                    suffix,
+                    payload(started_at, now),
+                    now,
+                )
+            })
+            .collect();
+        let n = body.len() as u64;
+        run.post_items(&tenant, &Value::Array(body), n).await;
+    }
+    run.calls_finished
+        .fetch_add(calls.len() as u64, Ordering::Relaxed);
 }
 
 /// Plays call number `n`.
@@ -624,6 +691,7 @@ fn picked(i: usize, n: usize, k: usize) -> bool {
 /// Runs the load, prints a summary and returns the report.
 pub async fn run(args: CallsArgs) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(args.calls > 0, "--calls must be at least 1");
+    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
     anyhow::ensure!(
         args.establishments > 0,
         "--establishments must be at least 1"
@@ -820,6 +888,7 @@ pub async fn run(args: CallsArgs) -> anyhow::Result<serde_json::Value> {
         },
         "ingest": {
             "events_accepted": accepted,
+            "events_per_request": args.batch,
             "replayed": run.replayed.load(Ordering::Relaxed),
             "window_s": window,
             "events_per_s": throughput,

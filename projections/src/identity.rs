@@ -4,13 +4,52 @@
 use aggregates::establishment::EstablishmentEvent;
 use aggregates::invitation::InvitationEvent;
 use aggregates::user::UserEvent;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx::PgConnection;
 
 use crate::event::StoredEvent;
 use crate::runner::Projection;
 
-pub struct IdentityProjection;
+/// The identity read models; every batch it commits bumps `principals` (and notifies the
+/// other processes), so cached principals are read again.
+#[derive(Default)]
+pub struct IdentityProjection {
+    pub principals: Arc<PrincipalsVersion>,
+}
+
+/// The channel on which the processes tell each other that users, memberships or sessions
+/// changed (a `NOTIFY` with no payload).
+pub const PRINCIPALS_CHANNEL: &str = "principals_changed";
+
+/// A counter that moves whenever what a bearer token resolves to may have changed: a cached
+/// principal read under an older value is not used.
+#[derive(Debug, Default)]
+pub struct PrincipalsVersion(std::sync::atomic::AtomicU64);
+
+impl PrincipalsVersion {
+    pub fn current(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn bump(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Bumps here and tells the other processes (best effort: a process that misses it drops
+    /// its cache when its listening connection comes back).
+    pub async fn changed(&self, pool: &sqlx::PgPool) {
+        self.bump();
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(PRINCIPALS_CHANNEL)
+            .execute(pool)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot notify the other processes of a principal change");
+        }
+    }
+}
 
 #[async_trait]
 impl Projection for IdentityProjection {
@@ -36,6 +75,10 @@ impl Projection for IdentityProjection {
             apply_event(tx, e).await?;
         }
         Ok(())
+    }
+
+    async fn after_commit(&self, pool: &sqlx::PgPool, _events: &[StoredEvent]) {
+        self.principals.changed(pool).await;
     }
 }
 
@@ -302,6 +345,8 @@ pub async fn establishment_name(pool: &sqlx::PgPool, id: &str) -> sqlx::Result<O
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionUser {
     pub id: String,
+    /// When the session ends.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
     pub email: String,
     pub display_name: String,
     pub platform_admin: bool,
@@ -315,7 +360,7 @@ pub async fn session_user(
     user_id: &str,
 ) -> sqlx::Result<Option<SessionUser>> {
     sqlx::query_as(
-        "SELECT u.id, u.email, u.display_name, u.platform_admin,
+        "SELECT u.id, s.expires_at, u.email, u.display_name, u.platform_admin,
                 COALESCE((SELECT json_agg(json_build_array(m.establishment_id, m.role) ORDER BY m.created_at, m.establishment_id)
                           FROM rm_memberships m WHERE m.user_id = u.id), '[]'::json)::jsonb AS memberships
          FROM sessions s JOIN rm_users u ON u.id = s.user_id

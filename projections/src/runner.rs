@@ -46,6 +46,9 @@ pub trait Projection: Send + Sync + 'static {
     async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()>;
     /// Runs after a batch committed (e.g. to refresh an in-memory index).
     async fn after_commit(&self, _pool: &PgPool, _events: &[StoredEvent]) {}
+    /// Another process holds this projection's lock and applies its events (e.g. to stop
+    /// serving an in-memory copy that this process no longer keeps current).
+    fn lock_held_elsewhere(&self) {}
 }
 
 /// Shared between the writers and the projectors of one process: commit notifications in one
@@ -190,6 +193,9 @@ pub struct Projector {
     memory: Mutex<Checkpoint>,
     /// The batch that keeps failing: where it starts and how often it failed.
     failing: Mutex<Option<(Checkpoint, u32)>>,
+    /// One batch at a time in this process (the running loop, a catch-up, a dead letter's
+    /// retry), so that a busy lock always means another process.
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// Whether a failure says nothing about the events being applied: the connection or the pool,
@@ -298,6 +304,7 @@ impl Projector {
             config,
             memory: Mutex::new(Checkpoint::START),
             failing: Mutex::new(None),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -309,6 +316,7 @@ impl Projector {
     /// times is applied event by event instead, and the events that fail on their own are set
     /// aside (dead letters), so the projector always gets past a poison event.
     pub async fn run_batch(&self) -> anyhow::Result<Batch> {
+        let _turn = self.turn.lock().await;
         let isolate = self
             .failing
             .lock()
@@ -348,6 +356,7 @@ impl Projector {
             .await
             .map_err(|e| infra(e.into()))?;
         if !locked {
+            self.projection.lock_held_elsewhere();
             return Ok(Batch::Busy);
         }
         let (stored, horizon) = read_checkpoint_and_horizon(&mut tx, self.name())
@@ -424,6 +433,7 @@ impl Projector {
     /// Applies one event again (a dead letter's retry), under the projector's lock so it never
     /// interleaves with a batch, and resolves the dead letter `id` in the same transaction.
     pub async fn reapply(&self, event: &StoredEvent, dead_letter_id: i64) -> anyhow::Result<()> {
+        let _turn = self.turn.lock().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(lock_key(self.name()))

@@ -14,6 +14,7 @@ use sqlx::PgPool;
 
 use super::{unexpected_from, Invalid, Unexpected};
 use crate::adapters::smtp::Mail;
+use crate::auth::principals::PrincipalCache;
 use crate::auth::throttle::Throttle;
 use crate::auth::tokens::{one_time_token, parse_one_time_token, JwtKeys};
 use crate::auth::{password, sessions};
@@ -87,6 +88,8 @@ unexpected_from!(LoginError, ResetError, ForgotError);
 /// The account-access use cases.
 pub struct Accounts {
     pub bus: Arc<CommandBus>,
+    /// Told when a session ends, so no process goes on accepting its token.
+    pub principals: Arc<PrincipalCache>,
     pub pool: PgPool,
     pub jwt: Arc<JwtKeys>,
     pub throttle: Arc<Throttle>,
@@ -145,7 +148,9 @@ impl Accounts {
 
     /// Ends a session: its token stops working at once.
     pub async fn logout(&self, session_id: &str) -> Result<(), Unexpected> {
-        Ok(sessions::revoke(&self.pool, session_id).await?)
+        sessions::revoke(&self.pool, session_id).await?;
+        self.principals.changed(&self.pool).await;
+        Ok(())
     }
 
     /// Mails a single-use reset token when `email` has an account. The work happens after the
@@ -270,6 +275,7 @@ impl Accounts {
                 e => e.into(),
             })?;
         sessions::revoke_all(&self.pool, user_id).await?;
+        self.principals.changed(&self.pool).await;
         self.bus.visible(&outcome).await;
         Ok(())
     }

@@ -62,7 +62,51 @@ pub struct Ingestion {
     pub streams: Arc<CallStreams>,
 }
 
+/// Calls of one batch ingested side by side.
+const BATCH_CALLS_IN_FLIGHT: usize = 64;
+
 impl Ingestion {
+    /// Ingests a batch: the events of each call in the batch's order, different calls side by
+    /// side (so their appends share commits). One answer per event, in the batch's order.
+    pub async fn ingest_batch(
+        &self,
+        runtime: &RuntimeIdentity,
+        request_id: &str,
+        events: Vec<IncomingEvent>,
+    ) -> Vec<Result<Ingested, IngestError>> {
+        use futures::stream::{self, StreamExt};
+        let mut calls: Vec<(CallSid, Vec<(usize, IncomingEvent)>)> = Vec::new();
+        let mut of_sid: std::collections::HashMap<CallSid, usize> = Default::default();
+        let total = events.len();
+        for (i, e) in events.into_iter().enumerate() {
+            let slot = *of_sid.entry(e.call_sid.clone()).or_insert_with(|| {
+                calls.push((e.call_sid.clone(), Vec::new()));
+                calls.len() - 1
+            });
+            calls[slot].1.push((i, e));
+        }
+        let answered: Vec<Vec<(usize, Result<Ingested, IngestError>)>> = stream::iter(calls)
+            .map(|(_, events)| async move {
+                let mut out = Vec::with_capacity(events.len());
+                for (i, e) in events {
+                    out.push((i, self.ingest(runtime, request_id, e).await));
+                }
+                out
+            })
+            .buffer_unordered(BATCH_CALLS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut results: Vec<Option<Result<Ingested, IngestError>>> =
+            (0..total).map(|_| None).collect();
+        for (i, r) in answered.into_iter().flatten() {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every event of the batch is answered"))
+            .collect()
+    }
+
     pub async fn ingest(
         &self,
         runtime: &RuntimeIdentity,

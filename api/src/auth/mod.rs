@@ -3,6 +3,7 @@
 //! in `http::principal`.
 
 pub mod password;
+pub mod principals;
 pub mod sessions;
 pub mod throttle;
 pub mod tokens;

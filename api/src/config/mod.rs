@@ -114,6 +114,10 @@ pub struct Config {
     #[arg(long, env = "PROJECTOR_POLL_MS", default_value_t = 100, global = true)]
     pub projector_poll_ms: u64,
 
+    /// Tasks writing gathered appends (group commit); 0 writes every append on its own.
+    #[arg(long, env = "APPEND_FLUSHERS", default_value_t = 2, global = true)]
+    pub append_flushers: usize,
+
     /// Maximum connections in the PostgreSQL pool.
     #[arg(
         long,
@@ -258,6 +262,7 @@ impl Config {
             docker_host: None,
             log_format: None,
             projector_poll_ms: 100,
+            append_flushers: 2,
             call_reaper_interval_seconds: 30,
             sentiment_interval_ms: 10000,
             analysis_rescan_interval_seconds: 60,

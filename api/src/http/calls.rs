@@ -12,6 +12,7 @@ use axum::Json;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use projections::calls::queries::{self as calls, CallRow, HistoryFilter};
+use projections::calls::LiveCalls;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sqlx::PgPool;
@@ -125,6 +126,7 @@ fn scope(me: &Principal, establishment_id: Option<&String>) -> ApiResult<Option<
     responses((status = 200, body = ActiveCalls), (status = 404)))]
 async fn active_calls(
     State(pool): State<PgPool>,
+    State(live): State<Arc<LiveCalls>>,
     me: Principal,
     ApiQuery(q): ApiQuery<ActiveQuery>,
 ) -> ApiResult<Json<ActiveCalls>> {
@@ -133,7 +135,7 @@ async fn active_calls(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::validation("limit", "must be between 1 and 1000"));
     }
-    let rows = calls::active(&pool, scope.as_deref(), limit).await?;
+    let rows = live.active(&pool, scope.as_deref(), limit).await?;
     let now = Utc::now();
     Ok(Json(ActiveCalls {
         items: rows.iter().map(|r| item(r, now)).collect(),
@@ -413,6 +415,7 @@ fn decode_transcript_cursor(c: &str) -> Option<i64> {
     responses((status = 200, body = Transcript), (status = 404), (status = 422)))]
 async fn transcript(
     State(pool): State<PgPool>,
+    State(live): State<Arc<LiveCalls>>,
     me: Principal,
     Path(call_id): Path<String>,
     ApiQuery(q): ApiQuery<TranscriptQuery>,
@@ -429,7 +432,8 @@ async fn transcript(
         (None, Some(_)) => None,
         (None, None) => Some(0),
     };
-    let page = calls::transcript_page(&pool, &call_id, after, q.since_segment_id.as_deref(), limit)
+    let page = live
+        .transcript_page(&pool, &call_id, after, q.since_segment_id.as_deref(), limit)
         .await?
         .ok_or_else(|| ApiError::not_found("call"))?;
     me.member_of(&page.call.establishment_id)

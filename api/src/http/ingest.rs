@@ -164,10 +164,28 @@ async fn ingest(
             Ok(res)
         }
         Body::Many(items) => {
-            let mut results = Vec::with_capacity(items.len());
-            let mut all_ok = true;
+            // Parse every item first; the valid ones are ingested together (calls side by
+            // side, each call's events in order), the rest answer with their error.
+            let mut parsed = Vec::with_capacity(items.len());
+            let mut rejected = Vec::new();
             for (index, v) in items.into_iter().enumerate() {
-                let r = match ingest_one(&ingestion, &runtime, &request_id, v).await {
+                match parse_one(&runtime, v) {
+                    Ok(e) => parsed.push((index, e)),
+                    Err(e) => rejected.push((index, e)),
+                }
+            }
+            let (indices, events): (Vec<usize>, Vec<IncomingEvent>) = parsed.into_iter().unzip();
+            let outcomes = ingestion.ingest_batch(&runtime, &request_id, events).await;
+            let mut results: Vec<(usize, ApiResult<Ingested>)> = indices
+                .into_iter()
+                .zip(outcomes.into_iter().map(|r| r.map_err(ingest_error)))
+                .chain(rejected.into_iter().map(|(i, e)| (i, Err(e))))
+                .collect();
+            results.sort_by_key(|(i, _)| *i);
+            let mut all_ok = true;
+            let results: Vec<ItemResult> = results
+                .into_iter()
+                .map(|(index, r)| match r {
                     Ok(Ingested::New) => ItemResult {
                         index,
                         status: "accepted",
@@ -188,9 +206,8 @@ async fn ingest(
                             ),
                         }
                     }
-                };
-                results.push(r);
-            }
+                })
+                .collect();
             let status = if all_ok {
                 StatusCode::ACCEPTED
             } else {
@@ -218,6 +235,22 @@ async fn ingest_one(
     request_id: &str,
     value: Value,
 ) -> ApiResult<Ingested> {
+    let event = parse_one(runtime, value)?;
+    ingestion
+        .ingest(runtime, request_id, event)
+        .await
+        .map_err(ingest_error)
+}
+
+fn ingest_error(e: IngestError) -> ApiError {
+    match e {
+        IngestError::CallNotFound => ApiError::not_found("call"),
+        IngestError::Command(e) => e.into(),
+    }
+}
+
+/// Checks one envelope against the runtime's token and parses it into the event to ingest.
+fn parse_one(runtime: &RuntimePrincipal, value: Value) -> ApiResult<IncomingEvent> {
     let raw = serde_json::to_vec(&value).map_err(ApiError::internal)?;
     if raw.len() > MAX_ENVELOPE_BYTES {
         return Err(ApiError::new(
@@ -290,30 +323,20 @@ async fn ingest_one(
         .validate_times(now)
         .map_err(|e| field("event.payload.", e))?;
 
-    ingestion
-        .ingest(
-            runtime,
-            request_id,
-            IncomingEvent {
-                call_sid,
-                direction,
-                from,
-                to,
-                agent_id: env.agent_id,
-                agent_version_id: env.agent_version_id,
-                event_id: env.event.id,
-                occurred_at: env.event.occurred_at,
-                idempotency_key: key,
-                event,
-                kind: env.event.kind,
-                payload: env.event.payload,
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            IngestError::CallNotFound => ApiError::not_found("call"),
-            IngestError::Command(e) => e.into(),
-        })
+    Ok(IncomingEvent {
+        call_sid,
+        direction,
+        from,
+        to,
+        agent_id: env.agent_id,
+        agent_version_id: env.agent_version_id,
+        event_id: env.event.id,
+        occurred_at: env.event.occurred_at,
+        idempotency_key: key,
+        event,
+        kind: env.event.kind,
+        payload: env.event.payload,
+    })
 }
 
 /// Parses `{type, payload}` into a runtime event: 422 for an unknown type or a bad payload,

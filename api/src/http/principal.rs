@@ -9,6 +9,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use sqlx::PgPool;
 
+use crate::auth::principals::PrincipalCache;
 use crate::auth::tokens::JwtKeys;
 use crate::http::error::{ApiError, ApiResult};
 
@@ -16,6 +17,7 @@ use crate::http::error::{ApiError, ApiResult};
 pub struct Sessions {
     pub jwt: Arc<JwtKeys>,
     pub pool: PgPool,
+    pub cache: Arc<PrincipalCache>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,7 +111,9 @@ where
             .jwt
             .verify(token)
             .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
-        let user = projections::identity::session_user(&sessions.pool, &claims.sid, &claims.sub)
+        let user = sessions
+            .cache
+            .session_user(&sessions.pool, &claims.sid, &claims.sub)
             .await?
             .ok_or_else(|| ApiError::unauthorized("the session has ended; log in again"))?;
         let raw: Vec<(String, String)> =

@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod exec;
+pub mod group;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use sqlx::PgPool;
 
 pub use context::{Actor, CommandContext};
 pub use exec::{CommandBus, ExecError, ExecOptions, Outcome};
+pub use group::GroupCommit;
 
 /// An idempotency key to claim with an append, with the answer repeated to later callers.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +138,8 @@ pub struct EventStore {
     pool: PgPool,
     repo: Arc<PostgresEventRepository>,
     hub: Hub,
+    /// Concurrent one-statement appends written together (`None`: each on its own).
+    group: Option<GroupCommit>,
 }
 
 impl EventStore {
@@ -144,7 +148,19 @@ impl EventStore {
             repo: Arc::new(PostgresEventRepository::new(pool.clone())),
             pool,
             hub,
+            group: None,
         }
+    }
+
+    /// The same store with group commit: concurrent appends that can each be one statement
+    /// are written by `flushers` tasks, together (see [`group`]).
+    pub fn with_group_commit(mut self, flushers: usize) -> Self {
+        let alone = Self {
+            group: None,
+            ..self.clone()
+        };
+        self.group = Some(GroupCommit::start(alone, flushers));
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -184,7 +200,11 @@ impl EventStore {
             .iter()
             .all(|c| matches!(c, ClaimOp::Claim { .. }));
         if req.snapshot.is_none() && !req.events.is_empty() && only_new_claims {
-            match self.append_single_statement(req).await {
+            let written = match &self.group {
+                Some(group) => group.append(self, req).await,
+                None => self.append_single_statement(req).await,
+            };
+            match written {
                 // A claim already held (by another aggregate, or by this one: a re-claim) aborts
                 // the whole statement; the transaction below tells which and answers accordingly.
                 Err(StoreError::Database(e)) if constraint_of(&e) == Some("unique_claims_pkey") => {
@@ -270,7 +290,9 @@ impl EventStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(events_error)?;
-            committed = Some(committed_from(req, &rows).ok_or_else(no_landing)?);
+            committed = Some(
+                landing(req.expected_sequence, req.events.len(), &rows).ok_or_else(no_landing)?,
+            );
             if let Some(snapshot) = &req.snapshot {
                 sqlx::query(
                     "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
@@ -299,7 +321,10 @@ impl EventStore {
     /// inserts nothing; a claim someone holds fails the whole statement on
     /// `unique_claims_pkey`, and the caller retries in a transaction), and a clash on
     /// `events_pkey` is a version conflict.
-    async fn append_single_statement(&self, req: &Append<'_>) -> Result<AppendResult, StoreError> {
+    pub(crate) async fn append_single_statement(
+        &self,
+        req: &Append<'_>,
+    ) -> Result<AppendResult, StoreError> {
         let cols = EventColumns::of(req)?;
         let idem = req.idempotency;
         let (claim_scopes, claim_values): (Vec<&str>, Vec<&str>) = req
@@ -347,13 +372,16 @@ impl EventStore {
             return self.duplicate_of(idem).await;
         }
         Ok(AppendResult::Committed(Some(
-            committed_from(req, &rows).ok_or_else(no_landing)?,
+            landing(req.expected_sequence, req.events.len(), &rows).ok_or_else(no_landing)?,
         )))
     }
 
     /// The answer to an append whose idempotency key was already taken: a duplicate of the
     /// same request, or a refusal when the key came with another request.
-    async fn duplicate_of(&self, idem: &IdempotencyClaim) -> Result<AppendResult, StoreError> {
+    pub(crate) async fn duplicate_of(
+        &self,
+        idem: &IdempotencyClaim,
+    ) -> Result<AppendResult, StoreError> {
         let record = self
             .idempotency_record(&idem.key)
             .await?
@@ -482,20 +510,25 @@ impl<'a> EventColumns<'a> {
     }
 }
 
-/// Where the inserted events (`RETURNING position, txid`) landed; `None` when the rows do not
-/// say (no row, or a transaction id that is not a number).
-fn committed_from(req: &Append<'_>, rows: &[(i64, String)]) -> Option<Committed> {
+/// Where the `count` inserted events of a stream loaded at `expected_sequence` (`RETURNING
+/// position, txid`) landed; `None` when the rows do not say (no row, or a transaction id that
+/// is not a number).
+pub(crate) fn landing(
+    expected_sequence: u64,
+    count: usize,
+    rows: &[(i64, String)],
+) -> Option<Committed> {
     let positions: Vec<i64> = rows.iter().map(|r| r.0).collect();
     let txid = &rows.first()?.1;
     Some(Committed {
         txid: txid.parse().ok()?,
         first_position: positions.iter().copied().min()?,
         last_position: positions.iter().copied().max()?,
-        last_sequence: req.expected_sequence + req.events.len() as u64,
+        last_sequence: expected_sequence + count as u64,
     })
 }
 
-fn no_landing() -> StoreError {
+pub(crate) fn no_landing() -> StoreError {
     StoreError::Decode("the events insert did not return its positions".into())
 }
 

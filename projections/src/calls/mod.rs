@@ -14,10 +14,25 @@ use sqlx::PgConnection;
 use crate::event::StoredEvent;
 use crate::runner::Projection;
 
+pub mod live;
 pub mod queries;
 mod tool_proxy;
 
-pub struct CallsProjection;
+use std::sync::Arc;
+
+pub use live::LiveCalls;
+
+/// The call read models, and the live calls in memory it keeps current.
+#[derive(Default)]
+pub struct CallsProjection {
+    pub live: Arc<LiveCalls>,
+}
+
+impl CallsProjection {
+    pub fn feeding(live: Arc<LiveCalls>) -> Self {
+        Self { live }
+    }
+}
 
 #[async_trait]
 impl Projection for CallsProjection {
@@ -61,6 +76,22 @@ impl Projection for CallsProjection {
             }
         }
         segments.write(tx, events).await
+    }
+
+    async fn after_commit(&self, pool: &sqlx::PgPool, events: &[StoredEvent]) {
+        let mut ids: Vec<String> = events.iter().map(|e| e.aggregate_id.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if let Err(e) = self.live.refresh(pool, &ids).await {
+            // The model may have missed this batch: empty it, the database answers until the
+            // next batch reloads it.
+            tracing::warn!(error = %e, "live calls: refresh failed");
+            self.live.stand_down();
+        }
+    }
+
+    fn lock_held_elsewhere(&self) {
+        self.live.stand_down();
     }
 }
 

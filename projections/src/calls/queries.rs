@@ -41,7 +41,7 @@ impl CallRow {
     }
 }
 
-const CALL_COLUMNS: &str =
+pub(crate) const CALL_COLUMNS: &str =
     "id, provider, provider_call_sid, establishment_id, agent_id, agent_version_id,
     status, direction, from_party, to_party, started_at, answered_at, ended_at, duration_seconds,
     sentiment, summary";

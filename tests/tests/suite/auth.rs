@@ -365,3 +365,47 @@ async fn reset_mails_are_throttled_per_address_whether_or_not_it_has_an_account(
         "each accepted request for the account appends once"
     );
 }
+
+/// Each process keeps resolved tokens in memory (docs/security.md): a logout or a removed
+/// membership in one process reaches the others through the database's notifications.
+#[tokio::test]
+async fn a_logout_or_a_removed_membership_in_one_process_reaches_the_others() {
+    let a = TestApp::spawn().await;
+    let b = TestApp::builder().database(&a.db_url).spawn().await;
+    let root = a.root_token().await;
+    let est = a.create_establishment(&root, "Two processes").await;
+    let member = a.seed_member(&est, "two@example.com", "operator").await;
+    let me = a.get("/me", &member).await;
+    let user_id = me.body["user"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", me.text))
+        .to_string();
+    // B has resolved (and keeps) both tokens.
+    for _ in 0..2 {
+        assert_eq!(b.get("/me", &root).await.status, StatusCode::OK);
+        let r = b.get(&format!("/establishments/{est}"), &member).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+
+    // The member is removed through A: B stops showing them the establishment.
+    let r = a
+        .delete(&format!("/establishments/{est}/users/{user_id}"), &root)
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    eventually("B sees the membership gone", secs(10), async || {
+        let r = b.get(&format!("/establishments/{est}"), &member).await;
+        (r.status == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+
+    // The root logs out through A: B refuses the token.
+    let r = a
+        .request(Method::POST, "/auth/logout", Some(&root), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(a.get("/me", &root).await.status, StatusCode::UNAUTHORIZED);
+    eventually("B refuses the ended session", secs(10), async || {
+        (b.get("/me", &root).await.status == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+}

@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tests::fixtures::ready_runtime;
 use tests::runtimes::{container_env, RuntimeEnv};
+use tests::wait::{eventually, secs};
 use tests::TestApp;
 
 struct Runtime {
@@ -538,4 +539,213 @@ async fn the_same_ten_thousand_events_sent_twice_by_sixteen_senders_are_stored_o
     let segs: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_transcript_segments s JOIN rm_calls c ON c.id = s.call_id WHERE c.establishment_id = $1")
         .bind(&twice.est).fetch_one(app.pool()).await.unwrap();
     assert_eq!(segs, 20 * 494);
+}
+
+/// Every transcript page of `call_id` (from each cursor, and after each segment id) as
+/// `(after, segment ids, counters)`, read by `read`.
+async fn pages<F, Fut>(call_id: &str, segments: &[String], read: F) -> Vec<Value>
+where
+    F: Fn(Option<i64>, Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Option<projections::calls::queries::TranscriptPage>>,
+{
+    let mut out = Vec::new();
+    let mut asks: Vec<(Option<i64>, Option<String>)> = (0..=segments.len() as i64 + 1)
+        .map(|a| (Some(a), None))
+        .collect();
+    asks.extend(segments.iter().map(|s| (None, Some(s.clone()))));
+    asks.push((None, Some("seg_unknown".into())));
+    for (after, since) in asks {
+        let page = read(after, since.clone()).await.expect("the call exists");
+        let c = &page.call;
+        out.push(json!({
+            "call": call_id, "after": after, "since": since, "page_after": c.after,
+            "establishment": c.establishment_id, "segments": c.segments,
+            "expected": c.expected_segments, "runtime_ended": c.runtime_ended,
+            "runtime_started": c.runtime_started, "active": c.active,
+            "items": page.segments.iter().map(|s| json!([s.ordinal, s.segment_id, s.speaker, s.text,
+                s.started_at, s.ended_at, s.confidence])).collect::<Vec<_>>(),
+        }));
+    }
+    out
+}
+
+/// The active calls as the UI sees them (id, status, sentiment), in order.
+fn active_ids(rows: &[projections::calls::queries::CallRow]) -> Vec<Value> {
+    rows.iter()
+        .map(|r| {
+            json!([
+                r.id,
+                r.status,
+                r.establishment_id,
+                r.started_at,
+                r.sentiment,
+                r.answered_at
+            ])
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_live_calls_in_memory_answer_exactly_what_the_database_answers() {
+    use projections::calls::queries;
+    let Some((_env, app, root)) = setup().await else {
+        return;
+    };
+    let a = runtime(&app, &root, "A").await;
+    let b = runtime(&app, &root, "B").await;
+    let sids = [(sid(1, 77), &a), (sid(2, 77), &a), (sid(3, 77), &b)];
+    let scripts: Vec<Vec<Value>> = sids.iter().map(|(s, rt)| call_events(rt, s, 8)).collect();
+    let live = app.state().live_calls.clone();
+    let pool = app.pool().clone();
+    // In three steps: part of each call, the rest of two, the end of one.
+    for (step, upto) in [(0usize, 5usize), (1, 9), (2, usize::MAX)] {
+        for (i, events) in scripts.iter().enumerate() {
+            let (rt, n) = (
+                sids[i].1,
+                if i == 2 && step == 2 {
+                    events.len()
+                } else {
+                    upto.min(events.len() - 1)
+                },
+            );
+            let body = Value::Array(events[..n].to_vec());
+            let r = post(&app, &rt.token, &body).await;
+            assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+        }
+        app.settle().await;
+        assert!(
+            live.serving(),
+            "the calls projector of this process feeds the model"
+        );
+        for (s, _) in &sids {
+            let call_id: String = sqlx::query_scalar(
+                "SELECT owner_id FROM unique_claims WHERE scope = 'call_sid' AND value = $1",
+            )
+            .bind(s)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert!(live.holds(&call_id), "step {step}: {call_id} is held");
+            let ids: Vec<String> = queries::all_segments(&pool, &call_id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.segment_id)
+                .collect();
+            let (pool2, live2) = (pool.clone(), live.clone());
+            let from_db = pages(&call_id, &ids, |after, since| {
+                let (pool, id) = (pool2.clone(), call_id.clone());
+                async move {
+                    queries::transcript_page(&pool, &id, after, since.as_deref(), 3)
+                        .await
+                        .unwrap()
+                }
+            })
+            .await;
+            let from_memory = pages(&call_id, &ids, |after, since| {
+                let (pool, id, live) = (pool2.clone(), call_id.clone(), live2.clone());
+                async move {
+                    live.transcript_page(&pool, &id, after, since.as_deref(), 3)
+                        .await
+                        .unwrap()
+                }
+            })
+            .await;
+            assert_eq!(from_memory, from_db, "step {step}, call {call_id}");
+        }
+        for scope in [None, Some(vec![a.est.clone()]), Some(vec![b.est.clone()])] {
+            for limit in [1, 2, 500] {
+                let db = queries::active(&pool, scope.as_deref(), limit)
+                    .await
+                    .unwrap();
+                let mem = live.active(&pool, scope.as_deref(), limit).await.unwrap();
+                assert_eq!(
+                    active_ids(&mem),
+                    active_ids(&db),
+                    "step {step} {scope:?} {limit}"
+                );
+            }
+        }
+    }
+    let active = queries::active(&pool, None, 500).await.unwrap();
+    assert_eq!(active.len(), 2, "two calls go on, one ended");
+}
+
+#[tokio::test]
+async fn while_another_process_projects_calls_the_reads_come_from_the_database() {
+    use projections::calls::queries;
+    let Some((_env, app, root)) = setup().await else {
+        return;
+    };
+    let rt = runtime(&app, &root, "A").await;
+    let call_sid = sid(9, 78);
+    let events = call_events(&rt, &call_sid, 6);
+    let r = post(&app, &rt.token, &Value::Array(events[..4].to_vec())).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    app.settle().await;
+    let live = app.state().live_calls.clone();
+    assert!(live.serving());
+    let call_id: String = sqlx::query_scalar(
+        "SELECT owner_id FROM unique_claims WHERE scope = 'call_sid' AND value = $1",
+    )
+    .bind(&call_sid)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+
+    // Another process holds the calls projector's lock (as a second control plane would).
+    let mut other = app.pool().acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtext('projector:calls'))")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let r = post(&app, &rt.token, &events[4]).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    eventually(
+        "this process stops serving from memory",
+        secs(10),
+        async || (!live.serving()).then_some(()),
+    )
+    .await;
+    assert!(!live.holds(&call_id));
+    // The other process writes the read model (here: by hand); the reads show it at once.
+    sqlx::query("UPDATE rm_calls SET segments = segments + 100 WHERE id = $1")
+        .bind(&call_id)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let page = live
+        .transcript_page(app.pool(), &call_id, Some(0), None, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(page.call.segments >= 100, "read from the database");
+    sqlx::query("UPDATE rm_calls SET segments = segments - 100 WHERE id = $1")
+        .bind(&call_id)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+
+    // The lock comes back: this process applies what it missed and serves from memory again.
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('projector:calls'))")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    drop(other);
+    let r = post(&app, &rt.token, &events[5]).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    app.settle().await;
+    assert!(live.serving() && live.holds(&call_id));
+    let db = queries::transcript_page(app.pool(), &call_id, Some(0), None, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    let mem = live
+        .transcript_page(app.pool(), &call_id, Some(0), None, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mem.segments.len(), db.segments.len());
+    assert_eq!(mem.call.segments, db.call.segments);
+    assert_eq!(db.segments.len(), 4, "segments 0 to 3 of six");
 }

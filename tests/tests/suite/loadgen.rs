@@ -61,6 +61,7 @@ async fn simulated_calls_are_ingested_and_every_transcript_is_seen_complete_with
         poll_interval_ms: 60,
         lag_probes: 2,
         probe_interval_ms: 2,
+        batch: 1,
     };
     let report = calls::run(args).await.expect("the run completes");
 
@@ -102,6 +103,47 @@ async fn simulated_calls_are_ingested_and_every_transcript_is_seen_complete_with
         serde_json::from_slice(&std::fs::read(&report_path).expect("report file")).unwrap();
     assert_eq!(written["ingest"]["events_accepted"], 48);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_events_of_several_calls_are_all_ingested() {
+    let Some(env) = RuntimeEnv::acquire().await else {
+        return;
+    };
+    let app = env.spawn(TestApp::builder()).await;
+    let args = CallsArgs {
+        target: target(&app, None),
+        calls: 2,
+        segments: 6,
+        pace_ms: 0,
+        duration: 0,
+        ramp_up: 0,
+        establishments: 1,
+        ui_clients: 0,
+        active_interval_ms: 100,
+        pollers: Some(0),
+        poll_interval_ms: 60,
+        lag_probes: 0,
+        probe_interval_ms: 2,
+        batch: 3,
+    };
+    let report = calls::run(args).await.expect("the run completes");
+    assert_eq!(report["error_total"], 0, "{report:#}");
+    // Two slots of three calls each, twelve events per call, one request per step of a slot.
+    assert_eq!(report["ingest"]["events_accepted"], 6 * 12);
+    assert_eq!(report["ingest"]["events_per_request"], 3);
+    assert_eq!(report["ingest"]["post_latency"]["count"], 2 * 12);
+
+    app.settle().await;
+    let (calls, ended, segments): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE NOT active),
+                (SELECT count(*) FROM rm_transcript_segments)
+         FROM rm_calls",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!((calls, ended, segments), (6, 6, 36));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -581,7 +581,7 @@ async fn a_poison_event_is_set_aside_while_every_other_call_keeps_updating() {
 
     // A rebuild reproduces live: the resolved event in its place, the unresolved one skipped
     // (and not set aside a second time).
-    let projection = projections::calls::CallsProjection;
+    let projection = projections::calls::CallsProjection::default();
     let tables = projections::Projection::tables(&projection);
     // Quiet first: the analysis worker may still record a sentiment (an event) for A or B.
     assert!(app.state().background.idle(Duration::from_secs(30)).await);

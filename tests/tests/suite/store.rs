@@ -389,3 +389,180 @@ async fn a_command_marked_fresh_on_a_stream_that_exists_runs_on_the_real_state()
         .unwrap();
     assert!(matches!(renamed, Outcome::Applied { .. }));
 }
+
+/// Group commit (docs/adr/0014-group-commit-and-hot-reads.md): concurrent appends share one statement and
+/// one commit, and each still gets the answer it would have had alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_are_committed_together_and_each_keeps_its_own_answer() {
+    let (_, pool) = tests::db::fresh_pool().await;
+    let bus = Arc::new(CommandBus::new(
+        EventStore::new(pool.clone(), Hub::default()).with_group_commit(1),
+    ));
+    let x = register(&bus, "x@example.com").await;
+    let keyed = |key: &str, hash: &str| {
+        ExecOptions::idempotent(IdempotencyClaim {
+            key: key.into(),
+            request_hash: hash.into(),
+            response: json!({"first": true}),
+        })
+        .without_precheck()
+    };
+    let first = bus
+        .execute::<User>(
+            &x,
+            rename("a"),
+            &CommandContext::system("t"),
+            keyed("k-dup", "h"),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(first, Outcome::Applied { .. }));
+
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Applied,
+        Duplicate,
+        Mismatch,
+        ClaimTaken,
+    }
+    let seen = |r: Result<Outcome<User>, ExecError<_>>| match r {
+        Ok(Outcome::Applied { .. }) => Seen::Applied,
+        Ok(Outcome::Duplicate(rec)) => {
+            assert_eq!(rec.response, json!({"first": true}));
+            Seen::Duplicate
+        }
+        Err(ExecError::IdempotencyMismatch(_)) => Seen::Mismatch,
+        Err(ExecError::ClaimTaken { .. }) => Seen::ClaimTaken,
+        other => panic!("unexpected {other:?}"),
+    };
+    let signup = |email: String, key: String| {
+        let bus = bus.clone();
+        async move {
+            let id = control_plane::ids::new_id("usr");
+            let r = bus
+                .execute::<User>(
+                    &id,
+                    UserCommand::Register {
+                        user_id: id.clone(),
+                        email: email.parse().unwrap(),
+                        display_name: "g".into(),
+                        password_hash: None,
+                        platform_admin: false,
+                    },
+                    &CommandContext::system("t"),
+                    ExecOptions::idempotent(IdempotencyClaim {
+                        key,
+                        request_hash: "h".into(),
+                        response: json!({"first": true}),
+                    })
+                    .fresh(),
+                )
+                .await;
+            (id, r)
+        }
+    };
+
+    // 40 sign-ups, replays and reused keys at once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let f = signup(format!("g{i}@example.com"), format!("signup-{i}"));
+        tasks.spawn(async move { ("new", f.await) });
+    }
+    for (i, hash) in ["h", "h", "h", "other", "other"].into_iter().enumerate() {
+        let (bus, x) = (bus.clone(), x.clone());
+        tasks.spawn(async move {
+            let r = bus
+                .execute::<User>(
+                    &x,
+                    rename(&format!("again {i}")),
+                    &CommandContext::system("t"),
+                    keyed("k-dup", hash),
+                )
+                .await;
+            (if hash == "h" { "replay" } else { "reused" }, (x, r))
+        });
+    }
+    let mut new_ids = Vec::new();
+    let mut counts = std::collections::BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (kind, (id, r)) = done.unwrap();
+        let s = seen(r);
+        match kind {
+            "new" => {
+                assert_eq!(s, Seen::Applied);
+                new_ids.push(id);
+            }
+            "replay" => assert_eq!(s, Seen::Duplicate),
+            _ => assert_eq!(s, Seen::Mismatch),
+        }
+        *counts.entry(kind).or_insert(0) += 1;
+    }
+    assert_eq!(new_ids.len(), 40);
+    let (events, commits): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT transaction_id::text) FROM events WHERE aggregate_id = ANY($1)",
+    )
+    .bind(&new_ids)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(events, 40, "one event per sign-up");
+    assert!(
+        commits < 40,
+        "the sign-ups shared commits: {commits} for 40"
+    );
+    let renames: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+        .bind(&x)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        renames, 2,
+        "registered and renamed once: replays and reused keys add nothing"
+    );
+
+    // Claims taken (by an earlier account, or by a sign-up in the same group): the group is
+    // written again one by one, and only the losers are refused.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let email = match i % 4 {
+            0 => "g0@example.com".to_string(),
+            1 => "contested@example.com".to_string(),
+            _ => format!("late{i}@example.com"),
+        };
+        let f = signup(email.clone(), format!("late-{i}"));
+        tasks.spawn(async move { (email, f.await) });
+    }
+    let mut by_email: std::collections::BTreeMap<String, Vec<Seen>> = Default::default();
+    while let Some(done) = tasks.join_next().await {
+        let (email, (_, r)) = done.unwrap();
+        by_email.entry(email).or_default().push(seen(r));
+    }
+    assert!(by_email["g0@example.com"]
+        .iter()
+        .all(|s| *s == Seen::ClaimTaken));
+    let contested = &by_email["contested@example.com"];
+    assert_eq!(
+        contested.iter().filter(|s| **s == Seen::Applied).count(),
+        1,
+        "{contested:?}"
+    );
+    assert_eq!(
+        contested.iter().filter(|s| **s == Seen::ClaimTaken).count(),
+        4
+    );
+    for (email, seen) in &by_email {
+        if email.starts_with("late") {
+            assert_eq!(seen, &[Seen::Applied], "{email}");
+        }
+    }
+    let refused_left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE key LIKE 'late-%'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        refused_left,
+        10 + 1,
+        "only the accepted sign-ups keep their keys"
+    );
+}
