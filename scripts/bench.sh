@@ -10,16 +10,19 @@
 #   4. pgbench: single-row idempotent inserts (INSERT ... ON CONFLICT DO NOTHING, random keys)
 #      with BENCH_CLIENTS clients, the reference rate for ingest throughput;
 #   5. starts `control-plane serve` (release) and runs `control-plane-loadgen calls` twice, a
-#      throughput run (BENCH_CLIENTS calls sending back to back) and the paced run with UI
-#      pollers (BENCH_CALLS calls), then `control-plane-loadgen webhooks` closed loop
-#      (BENCH_WEBHOOK_CONCURRENCY always in flight) and open loop (BENCH_WEBHOOK_RATE per second);
+#      throughput run (BENCH_CLIENTS calls sending back to back, one event per request, with
+#      UI clients polling `/calls/active` and transcripts meanwhile), the batch throughput run
+#      (BENCH_BATCH events per request), the paced run with UI pollers (BENCH_CALLS calls)
+#      with the incoming-call webhook open loop (BENCH_WEBHOOK_RATE per second) running during
+#      it, then `control-plane-loadgen webhooks` closed loop (BENCH_WEBHOOK_CONCURRENCY always
+#      in flight);
 #   6. prints a summary (also in $BENCH_OUT/summary.md) and cleans up: server stopped, the
 #      bench control plane's containers removed, the cluster stopped (its data folder stays).
 #
 # Settings (environment), defaults = the full benchmark:
 #   BENCH_CALLS=1000 BENCH_DURATION=60 BENCH_SEGMENTS=20 BENCH_PACE_MS=1000 BENCH_RAMP_UP=20
 #   BENCH_UI_CLIENTS=20 BENCH_LAG_PROBES=50 BENCH_POLL_INTERVAL_MS=1500
-#   BENCH_CLIENTS=32 BENCH_THROUGHPUT_SECONDS=20
+#   BENCH_CLIENTS=32 BENCH_THROUGHPUT_SECONDS=20 BENCH_BATCH=20 BENCH_TP_POLL_MS=250
 #   BENCH_WEBHOOK_CONCURRENCY=32 BENCH_WEBHOOK_REQUESTS=20000 BENCH_WEBHOOK_RATE=100
 #   BENCH_WEBHOOK_RATE_SECONDS=30
 #   BENCH_APPEND_EVENTS=10000 BENCH_LAG_EVENTS=2000 BENCH_LAG_WRITERS=16 BENCH_RUNTIME_READY_RUNS=5
@@ -40,6 +43,8 @@ probes=${BENCH_LAG_PROBES:-50}
 poll_ms=${BENCH_POLL_INTERVAL_MS:-1500}
 clients=${BENCH_CLIENTS:-32}
 tp_seconds=${BENCH_THROUGHPUT_SECONDS:-20}
+batch=${BENCH_BATCH:-20}
+tp_poll_ms=${BENCH_TP_POLL_MS:-250}
 wh_concurrency=${BENCH_WEBHOOK_CONCURRENCY:-32}
 wh_requests=${BENCH_WEBHOOK_REQUESTS:-20000}
 wh_rate=${BENCH_WEBHOOK_RATE:-100}
@@ -177,21 +182,32 @@ curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null
 loadgen=("$loadgen_bin")
 pg_pid=$(head -n 1 "$LOCAL_PG_DIR/data/postmaster.pid")
 common=(--url "http://127.0.0.1:$port" --server-pid "$server_pid" --db-pid "$pg_pid" --image "$image")
-log "loadgen calls, throughput run: $clients calls sending back to back for ${tp_seconds}s"
+log "loadgen calls, throughput run: $clients calls sending back to back for ${tp_seconds}s, polled every ${tp_poll_ms}ms"
 "${loadgen[@]}" calls "${common[@]}" --calls "$clients" --segments 50 --pace-ms 0 \
-  --duration "$tp_seconds" --ramp-up 0 --ui-clients 0 --pollers 0 --lag-probes 0 \
+  --duration "$tp_seconds" --ramp-up 0 --ui-clients 4 --active-interval-ms "$tp_poll_ms" \
+  --pollers 8 --poll-interval-ms "$tp_poll_ms" --lag-probes 0 \
   --report "$out/ingest-throughput.json" 2>&1 | grep -v '^{' | tee "$out/ingest-throughput.txt"
-log "loadgen calls, paced run: $calls calls, $segments segments every ${pace}ms, ${duration}s"
+log "loadgen calls, batch throughput run: $clients slots of $batch calls, $batch events per request, ${tp_seconds}s"
+"${loadgen[@]}" calls "${common[@]}" --calls "$clients" --batch "$batch" --segments 50 --pace-ms 0 \
+  --duration "$tp_seconds" --ramp-up 0 --ui-clients 0 --pollers 0 --lag-probes 0 \
+  --report "$out/ingest-batch.json" 2>&1 | grep -v '^{' | tee "$out/ingest-batch.txt"
+log "loadgen calls, paced run: $calls calls, $segments segments every ${pace}ms, ${duration}s; webhooks at $wh_rate/s during it"
+(
+  # The webhook open loop starts once the calls have ramped up, and ends before they do.
+  sleep "$ramp"
+  "${loadgen[@]}" webhooks "${common[@]}" --concurrency "$wh_concurrency" --rate "$wh_rate" \
+    --requests "$(( wh_rate * wh_rate_seconds ))" --report "$out/webhooks-rate.json" \
+    >"$out/webhooks-rate.txt" 2>&1
+) &
+wh_during=$!
 "${loadgen[@]}" calls "${common[@]}" --calls "$calls" --segments "$segments" --pace-ms "$pace" \
   --duration "$duration" --ramp-up "$ramp" --ui-clients "$ui_clients" --lag-probes "$probes" \
   --poll-interval-ms "$poll_ms" --report "$out/loadgen-calls.json" 2>&1 | grep -v '^{' | tee "$out/loadgen-calls.txt"
+wait "$wh_during" || log "the webhook run during the paced run failed (see $out/webhooks-rate.txt)"
+grep -v '^{' "$out/webhooks-rate.txt" || true
 log "loadgen webhooks, closed loop: $wh_requests requests, $wh_concurrency in flight"
 "${loadgen[@]}" webhooks "${common[@]}" --concurrency "$wh_concurrency" --requests "$wh_requests" \
   --report "$out/webhooks.json" 2>&1 | grep -v '^{' | tee "$out/webhooks.txt"
-log "loadgen webhooks, open loop: $wh_rate/s for ${wh_rate_seconds}s"
-"${loadgen[@]}" webhooks "${common[@]}" --concurrency "$wh_concurrency" --rate "$wh_rate" \
-  --requests "$(( wh_rate * wh_rate_seconds ))" --report "$out/webhooks-rate.json" 2>&1 \
-  | grep -v '^{' | tee "$out/webhooks-rate.txt"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
 
 # --- 6. summary ------------------------------------------------------------------------------
@@ -200,6 +216,7 @@ line() { grep -m1 "$1" "$2" 2>/dev/null || echo "n/a"; }
 r2='def r2: if . == null then "n/a" else (. * 100 | round / 100) end;'
 tp=$(jq -r '.ingest.events_per_s | floor' "$out/ingest-throughput.json")
 tp_steady=$(jq -r '.ingest.steady_events_per_s_median // "n/a"' "$out/ingest-throughput.json")
+tb=$(jq -r '.ingest.events_per_s | floor' "$out/ingest-batch.json")
 {
   echo "# Benchmark run $(basename "$out")"
   echo
@@ -216,8 +233,12 @@ tp_steady=$(jq -r '.ingest.steady_events_per_s_median // "n/a"' "$out/ingest-thr
   echo "## Ingestion"
   echo "- pgbench idempotent single-row inserts, $clients clients: $(printf '%.0f' "$pg_tps") tps"
   echo "- ingest throughput, $clients calls back to back: $tp events/s (median of busy seconds $tp_steady/s) = $(jq -n --arg a "$tp" --arg b "$pg_tps" "$r2"' ($a|tonumber) / ($b|tonumber) | r2') x pgbench"
-  jq -r "$r2"'"  (CPU: server \(.usage.server_cpu_cores|r2), PostgreSQL \(.usage.db_cpu_cores|r2), loadgen \(.usage.loadgen_cpu_cores|r2) cores; machine \(.usage.machine_cpu_busy*100|floor)% busy)"' \
+  jq -r "$r2"'"  (CPU: server \(.usage.server_cpu_cores|r2), PostgreSQL \(.usage.db_cpu_cores|r2), loadgen \(.usage.loadgen_cpu_cores|r2) cores; machine \(.usage.machine_cpu_busy*100|floor)% busy; errors \(.error_total))",
+         "- meanwhile, transcript poll: p50 \(.transcript_poll.p50_ms|r2) ms, p99 \(.transcript_poll.p99_ms|r2) ms (n=\(.transcript_poll.count)); GET /calls/active: p50 \(.active_calls_poll.p50_ms|r2) ms, p99 \(.active_calls_poll.p99_ms|r2) ms (n=\(.active_calls_poll.count))"' \
     "$out/ingest-throughput.json"
+  echo "- batch form, $batch events per request, $clients senders: $tb events/s = $(jq -n --arg a "$tb" --arg b "$pg_tps" "$r2"' ($a|tonumber) / ($b|tonumber) | r2') x pgbench"
+  jq -r "$r2"'"  (POST p50 \(.ingest.post_latency.p50_ms|r2) ms, p99 \(.ingest.post_latency.p99_ms|r2) ms; CPU: server \(.usage.server_cpu_cores|r2), PostgreSQL \(.usage.db_cpu_cores|r2) cores; errors \(.error_total))"' \
+    "$out/ingest-batch.json"
   jq -r "$r2"'"- paced run: \(.options.calls) calls, \(.calls.played) played, \(.calls.transcripts_checked_complete) transcripts checked complete, \(.ingest.events_accepted) events in \(.ingest.window_s|floor) s = \(.ingest.events_per_s|floor) events/s (offered ~\(.ingest.offered_events_per_s // 0|floor)/s)",
          "- append-to-visible lag: p50 \(.append_to_visible_lag.p50_ms|r2) ms, p99 \(.append_to_visible_lag.p99_ms|r2) ms (n=\(.append_to_visible_lag.count))",
          "- transcript poll: p50 \(.transcript_poll.p50_ms|r2) ms, p99 \(.transcript_poll.p99_ms|r2) ms (n=\(.transcript_poll.count))",
@@ -228,7 +249,8 @@ tp_steady=$(jq -r '.ingest.steady_events_per_s_median // "n/a"' "$out/ingest-thr
     "$out/loadgen-calls.json"
   echo
   echo "## Incoming-call webhook"
-  for f in webhooks webhooks-rate; do
+  echo "(the open loop ran during the paced run)"
+  for f in webhooks-rate webhooks; do
     jq -r "$r2"'"- \(.requests_ok) requests, \(if .options.rate > 0 then "open loop at \(.options.rate)/s" else "closed loop" end), at most \(.options.concurrency) in flight: p50 \(.latency.p50_ms|r2) ms, p99 \(.latency.p99_ms|r2) ms, max \(.latency.max_ms|r2) ms, \(.requests_per_s|floor)/s; errors \(.error_total); CPU: server \(.usage.server_cpu_cores|r2), PostgreSQL \(.usage.db_cpu_cores|r2) cores"' \
       "$out/$f.json"
   done
