@@ -82,10 +82,45 @@ async fn ensure_template(admin: &mut PgConnection) -> String {
     name
 }
 
+/// Per-test databases older than this are left over from earlier runs: the first test of a
+/// process drops them, so repeated runs do not fill the disk.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// Drops the per-test databases (`cpt_<ulid>`) made more than [`STALE_AFTER`] ago (their ULID
+/// says when), once per test process.
+async fn drop_stale_databases(admin: &mut PgConnection) {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'cpt\\_%' AND datname NOT LIKE 'cpt\\_template%'",
+    )
+    .fetch_all(&mut *admin)
+    .await
+    .unwrap_or_default();
+    let now = std::time::SystemTime::now();
+    for name in names {
+        let Some(made) = name
+            .strip_prefix("cpt_")
+            .and_then(|u| ulid::Ulid::from_string(&u.to_ascii_uppercase()).ok())
+            .map(|u| u.datetime())
+        else {
+            continue;
+        };
+        if now.duration_since(made).is_ok_and(|age| age > STALE_AFTER) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut *admin)
+                .await;
+        }
+    }
+}
+
 /// A fresh, migrated database; returns its URL.
 pub async fn fresh_database() -> String {
     let mut admin = admin_conn().await;
     let template = ensure_template(&mut admin).await;
+    drop_stale_databases(&mut admin).await;
     let name = format!("cpt_{}", ulid::Ulid::new().to_string().to_ascii_lowercase());
     // CREATE DATABASE fails while another session is connected to the template (another
     // test process cloning it at the same moment): clones take turns under an advisory lock
