@@ -26,6 +26,8 @@ struct World {
     version: String,
     /// Stand-in calls already answered by the test.
     played: HashSet<String>,
+    /// Stand-in calls the test has seen.
+    seen: HashSet<String>,
 }
 
 fn builder(twilio: &TwilioStandIn) -> tests::app::Builder {
@@ -69,6 +71,7 @@ async fn world() -> Option<World> {
         agent: agent.id,
         version: agent.version,
         played: HashSet::new(),
+        seen: HashSet::new(),
     })
 }
 
@@ -97,10 +100,11 @@ impl World {
             .twilio
             .calls()
             .into_iter()
-            .filter(|c| !self.played.contains(&c.sid))
+            .filter(|c| !self.seen.contains(&c.sid))
             .collect();
         let mut dialled = vec![];
         for c in new {
+            self.seen.insert(c.sid.clone());
             dialled.push(c.to.clone());
             if hold {
                 continue;
