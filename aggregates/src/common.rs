@@ -266,7 +266,18 @@ impl E164 {
         };
         let n = phonenumber::parse(Some(id), t)
             .map_err(|e| ParseError::new("phone", format!("{t:?} is not a phone number: {e}")))?;
-        n.format().mode(phonenumber::Mode::E164).to_string().parse()
+        // Checked here rather than by parsing the formatted number again (imports parse
+        // hundreds of thousands of numbers).
+        let e164 = n.format().mode(phonenumber::Mode::E164).to_string();
+        let code = n.code().value();
+        let digits = e164.len() - 1 - code.to_string().len();
+        if !possible_length(&n, code, digits) {
+            return Err(ParseError::new(
+                "phone",
+                format!("{t:?} is not a possible phone number: numbers under +{code} do not have {digits} digits"),
+            ));
+        }
+        Ok(E164(e164))
     }
 }
 

@@ -135,7 +135,8 @@ pub fn parse_csv(bytes: &[u8], region: Option<&str>) -> Result<ParsedFile, Inval
     .flatten()
     .collect();
     let mut out = ParsedFile::default();
-    let mut seen: HashSet<String> = HashSet::new();
+    // First pass: the rows as text (bad rows counted here).
+    let mut rows: Vec<(u64, Vec<String>)> = Vec::new();
     let mut record = csv::ByteRecord::new();
     let mut row = 0u64;
     loop {
@@ -154,29 +155,57 @@ pub fn parse_csv(bytes: &[u8], region: Option<&str>) -> Result<ParsedFile, Inval
                 continue;
             }
         }
-        row += 1;
-        out.summary.rows_total += 1;
-        let s = &mut out.summary;
         let Ok(fields) = record
             .iter()
             .map(std::str::from_utf8)
             .collect::<Result<Vec<_>, _>>()
         else {
-            reject(s, row, "file", "the row is not UTF-8".into());
+            row += 1;
+            out.summary.rows_total += 1;
+            reject(&mut out.summary, row, "file", "the row is not UTF-8".into());
             continue;
         };
         if fields.iter().all(|f| f.trim().is_empty()) {
             // A blank line is not a row.
-            s.rows_total -= 1;
-            row -= 1;
             continue;
         }
-        let get = |c: Option<usize>| c.and_then(|c| fields.get(c)).copied().unwrap_or("");
-        let raw_phone = get(Some(phone_col));
-        let phone = match E164::parse_in_region(raw_phone, region) {
+        row += 1;
+        out.summary.rows_total += 1;
+        rows.push((row, fields.into_iter().map(str::to_string).collect()));
+    }
+    // The numbers, parsed on every core (libphonenumber's parse dominates an import).
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    let chunk = rows.len().div_ceil(threads).max(1);
+    let phones: Vec<Result<E164, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = rows
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(_, f)| {
+                            let raw = f.get(phone_col).map_or("", String::as_str);
+                            E164::parse_in_region(raw, region).map_err(|e| e.message)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut seen: HashSet<String> = HashSet::new();
+    for ((row, fields), phone) in rows.iter().zip(phones) {
+        let row = *row;
+        let s = &mut out.summary;
+        let get = |c: Option<usize>| c.and_then(|c| fields.get(c)).map_or("", String::as_str);
+        let phone = match phone {
             Ok(p) => p,
-            Err(e) => {
-                reject(s, row, "phone", e.message);
+            Err(reason) => {
+                reject(s, row, "phone", reason);
                 continue;
             }
         };
