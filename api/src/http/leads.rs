@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use aggregates::common::{Role, E164};
 use aggregates::lead::{DoNotCallError, DoNotCallSource, LeadChanges, LeadError, LeadImportError};
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -143,7 +144,8 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
 #[utoipa::path(post, path = "/leads/import", tag = "leads", security(("bearer" = [])),
     request_body(content = ImportForm, content_type = "multipart/form-data"),
     responses((status = 202, body = ImportAccepted),
-              (status = 400, description = "not a multipart body"),
+              (status = 400, description = "not a multipart body, or a malformed one"),
+              (status = 415, description = "not multipart/form-data"),
               (status = 403), (status = 404),
               (status = 413, description = "the file is larger than LEAD_IMPORT_MAX_BYTES"),
               (status = 422, description = "establishment_id or file missing, or no phone column")))]
@@ -153,8 +155,16 @@ async fn import_leads(
     State(leads): State<Arc<Leads>>,
     RequestId(request_id): RequestId,
     me: Principal,
-    mut form: Multipart,
+    form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<ImportAccepted>)> {
+    // The extractor's own rejections are plain text: answer them in the contract's shape.
+    let mut form = form.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "invalid_multipart",
+            format!("expected a multipart/form-data body: {}", e.body_text()),
+        )
+    })?;
     let max = config.dialer.lead_import_max_bytes;
     let mut establishment_id: Option<String> = None;
     let mut file: Option<(String, bytes::BytesMut)> = None;

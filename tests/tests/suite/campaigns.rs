@@ -611,3 +611,110 @@ async fn campaigns_are_validated_and_scoped_to_their_establishment() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+/// The dialer at 600 calls/min (TWILIO_MAX_CPS 10), the clock moved a second at a time: the
+/// figures of docs/benchmarks.md §6 (run with `--nocapture` to see them).
+#[tokio::test]
+async fn pacing_at_600_calls_per_minute_stays_within_2_percent() {
+    let twilio = TwilioStandIn::start().await;
+    let Some(env) = RuntimeEnv::acquire().await else {
+        return;
+    };
+    let port = free_port();
+    let app = env
+        .spawn_on(
+            builder(&twilio).config(|c| {
+                c.dialer.twilio_max_cps = 10.0;
+                c.dialer.establishment_max_concurrent_calls = 1000;
+            }),
+            port,
+        )
+        .await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
+    let agent = published_agent(&app, &root, &est, "Nova").await;
+    set_telephony(&app, &root, &est, json!({
+        "inbound_numbers": [{"provider": "twilio", "e164": NUMBER, "routing_agent_id": agent.id}],
+    }))
+    .await;
+    ready_runtime(&app, &root, &est, json!({})).await;
+    let mut w = World {
+        app,
+        twilio,
+        env,
+        port,
+        root,
+        est,
+        agent: agent.id,
+        version: agent.version,
+        played: HashSet::new(),
+        seen: HashSet::new(),
+    };
+    let leads = sp(1000, 700);
+    let csv = "phone\n".to_string() + &leads.join("\n") + "\n";
+    imported(&w.app, &w.root, &w.est, csv.as_bytes()).await;
+    let id = w
+        .campaign(body(
+            &w,
+            json!({"pace": {"calls_per_minute": 600}, "max_concurrent_calls": 200,
+            "retry": {"max_attempts": 1}}),
+        ))
+        .await;
+    let r = w
+        .app
+        .post(&format!("/campaigns/{id}/start"), &w.root, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let t0 = at(T0);
+    let wall = std::time::Instant::now();
+    let mut per_second = vec![];
+    for i in 0..=60 {
+        per_second.push(w.step(t0 + Duration::seconds(i), false).await.len());
+    }
+    let wall = wall.elapsed();
+    // The dial instants the dialer chose, from the calls' start times.
+    let mut instants: Vec<DateTime<Utc>> = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!(
+                "/calls?establishment_id={}&campaign_id={id}&limit=200&cursor={c}",
+                w.est
+            ),
+            None => format!(
+                "/calls?establishment_id={}&campaign_id={id}&limit=200",
+                w.est
+            ),
+        };
+        let p = w.app.get(&path, &w.root).await.body;
+        for c in p["items"].as_array().unwrap() {
+            instants.push(c["started_at"].as_str().unwrap().parse().unwrap());
+        }
+        match p["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    instants.sort();
+    let in_minute = instants
+        .iter()
+        .filter(|t| **t >= t0 && **t < t0 + Duration::seconds(60))
+        .count();
+    let gaps: Vec<i64> = instants
+        .windows(2)
+        .map(|p| (p[1] - p[0]).num_milliseconds())
+        .collect();
+    let error = (in_minute as f64 - 600.0).abs() / 600.0;
+    println!(
+        "pacing at 600/min: {in_minute} dials in the first minute of test-clock time (error {:.2}%), gaps {}–{} ms, most per clock second {}, {:.1} s of wall time for 61 clock seconds",
+        error * 100.0,
+        gaps.iter().min().unwrap(),
+        gaps.iter().max().unwrap(),
+        per_second.iter().max().unwrap(),
+        wall.as_secs_f64()
+    );
+    assert!(error <= 0.02, "{in_minute} dials in a minute at 600/min");
+    assert!(
+        gaps.iter().all(|g| *g >= 100),
+        "two dials closer than 100 ms: {gaps:?}"
+    );
+}
