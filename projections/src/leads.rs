@@ -81,7 +81,7 @@ async fn apply_import(tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<
             let mut fields = Vec::with_capacity(leads.len());
             for l in leads {
                 ids.push(l.lead_id);
-                phones.push(l.phone_e164.as_str().to_string());
+                phones.push(l.phone_e164);
                 names.push(l.name);
                 emails.push(l.email);
                 zones.push(l.timezone);

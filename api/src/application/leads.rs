@@ -378,7 +378,7 @@ impl Leads {
                 ImportedLead {
                     lead_id: known.cloned().unwrap_or_else(|| crate::ids::new_id("led")),
                     existing: known.is_some(),
-                    phone_e164: l.phone,
+                    phone_e164: l.phone.as_str().to_string(),
                     name: l.name,
                     email: l.email,
                     timezone: l.timezone,
