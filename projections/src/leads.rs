@@ -45,7 +45,45 @@ impl Projection for LeadsProjection {
     }
 }
 
+/// Writes the leads of a `LeadsImported` event straight from its JSON (PostgreSQL reads the
+/// 1,000 leads; decoding them in Rust first costs more than the insert).
+async fn apply_leads_json(tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
+    let body = &e.payload["LeadsImported"];
+    let (Some(establishment_id), Some(leads)) =
+        (body["establishment_id"].as_str(), body.get("leads"))
+    else {
+        anyhow::bail!(
+            "LeadsImported {} has no establishment_id or leads",
+            e.event_id
+        );
+    };
+    let at: DateTime<Utc> = serde_json::from_value(body["at"].clone())?;
+    sqlx::query(
+        "INSERT INTO rm_leads (id, establishment_id, phone_e164, name, email, timezone,
+             status, fields, created_at, updated_at)
+         SELECT l.lead_id, $2, l.phone_e164, l.name, l.email, l.timezone, 'new',
+                coalesce(l.fields, '{}'::jsonb), $3, $3
+         FROM jsonb_to_recordset($1) AS l(lead_id text, phone_e164 text, name text, email text,
+                                          timezone text, fields jsonb)
+         ON CONFLICT (establishment_id, phone_e164) DO UPDATE SET
+             name = coalesce(EXCLUDED.name, rm_leads.name),
+             email = coalesce(EXCLUDED.email, rm_leads.email),
+             timezone = coalesce(EXCLUDED.timezone, rm_leads.timezone),
+             fields = rm_leads.fields || EXCLUDED.fields,
+             updated_at = greatest(rm_leads.updated_at, EXCLUDED.updated_at)",
+    )
+    .bind(leads)
+    .bind(establishment_id)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 async fn apply_import(tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
+    if e.event_type == "LeadsImported" && e.event_version == "1.0" {
+        return apply_leads_json(tx, e).await;
+    }
     match e.decode::<LeadImportEvent>()? {
         LeadImportEvent::LeadImportAccepted {
             job_id,
