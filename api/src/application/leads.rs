@@ -357,6 +357,7 @@ impl Leads {
         ctx: &CommandContext,
     ) -> Result<(), LeadsError> {
         let _one_at_a_time = self.importing.lock().await;
+        let started = std::time::Instant::now();
         let locale = projections::identity::establishment_locale(&self.pool, establishment_id)
             .await?
             .unwrap_or_default();
@@ -365,6 +366,7 @@ impl Leads {
         let parsed = tokio::task::spawn_blocking(move || parse_csv(&owned, region.as_deref()))
             .await
             .map_err(|e| Unexpected::Other(e.to_string()))??;
+        let parsed_in = started.elapsed();
         let existing: HashMap<String, String> = leads::phones_of(&self.pool, establishment_id)
             .await?
             .into_iter()
@@ -400,6 +402,7 @@ impl Leads {
                 .await
                 .map_err(LeadsError::Import)?;
         }
+        let appended_in = started.elapsed();
         let outcome = self
             .bus
             .execute::<LeadImport>(
@@ -415,6 +418,13 @@ impl Leads {
             .map_err(LeadsError::Import)?;
         // The next import's dedupe reads the numbers this one added.
         self.bus.visible(&outcome).await;
+        tracing::info!(
+            job_id,
+            parse_ms = parsed_in.as_millis() as u64,
+            append_ms = (appended_in - parsed_in).as_millis() as u64,
+            projected_ms = (started.elapsed() - appended_in).as_millis() as u64,
+            "lead import done"
+        );
         Ok(())
     }
 
