@@ -28,6 +28,8 @@ struct World {
     played: HashSet<String>,
     /// Stand-in calls the test has seen.
     seen: HashSet<String>,
+    /// The establishment's runtime (None where the test does not need it).
+    runtime: Option<tests::fixtures::ProvisionedRuntime>,
 }
 
 fn builder(twilio: &TwilioStandIn) -> tests::app::Builder {
@@ -60,8 +62,9 @@ async fn world() -> Option<World> {
         }),
     )
     .await;
-    ready_runtime(&app, &root, &est, json!({})).await;
+    let runtime = ready_runtime(&app, &root, &est, json!({})).await;
     Some(World {
+        runtime: Some(runtime),
         app,
         twilio,
         env,
@@ -510,6 +513,41 @@ async fn a_control_plane_killed_mid_campaign_dials_each_lead_at_most_once_per_at
     assert_eq!(c["counters"]["calls_total"], 12, "{c}");
     assert_eq!(c["counters"]["in_progress"], 0);
     assert_eq!(c["status"], "completed", "{c}");
+
+    // The person on a call asks not to be called again (the runtime's `opt_out` tool call):
+    // the number goes on the establishment's do-not-call list and its lead shows it.
+    let rt = w.runtime.as_ref().unwrap();
+    let token = tests::runtimes::container_env(&rt.container_name, "CONTROL_PLANE_TOKEN")
+        .expect("the container was given CONTROL_PLANE_TOKEN");
+    let call = w.twilio.calls()[0].clone();
+    let now = Utc::now().to_rfc3339();
+    let r = w
+        .app
+        .post(
+            "/ingest/call-events",
+            &token,
+            json!({
+                "runtime_id": rt.id, "establishment_id": w.est, "agent_id": w.agent,
+                "agent_version_id": w.version,
+                "call": {"provider": "twilio", "provider_call_sid": call.sid, "direction": "outbound",
+                         "from_e164": NUMBER, "to_e164": call.to},
+                "event": {"id": "evt_optout_1", "type": "tool_called", "occurred_at": now,
+                          "idempotency_key": "optout-1",
+                          "payload": {"tool_name": "opt_out", "arguments": {}}},
+            }),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    w.app.settle().await;
+    let page = w
+        .app
+        .get(
+            &format!("/leads?establishment_id={}&q=%2B{}", w.est, &call.to[1..]),
+            &w.root,
+        )
+        .await;
+    assert_eq!(page.body["items"][0]["do_not_call"], true, "{}", page.text);
+    assert_eq!(page.body["items"][0]["attempts"], 1, "{}", page.text);
 }
 
 #[tokio::test]
@@ -648,6 +686,7 @@ async fn pacing_at_600_calls_per_minute_stays_within_2_percent() {
         version: agent.version,
         played: HashSet::new(),
         seen: HashSet::new(),
+        runtime: None,
     };
     let leads = sp(1000, 700);
     let csv = "phone\n".to_string() + &leads.join("\n") + "\n";
