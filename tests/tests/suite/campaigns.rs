@@ -757,3 +757,97 @@ async fn pacing_at_600_calls_per_minute_stays_within_2_percent() {
         "two dials closer than 100 ms: {gaps:?}"
     );
 }
+
+/// Runs a campaign over the given São Paulo lead numbers (indices into [`sp`]) until it stops
+/// running, the clock moved a second at a time; answers the campaign.
+async fn run_until_paused(w: &mut World, indices: &[usize]) -> Json {
+    let csv = "phone\n".to_string()
+        + &indices
+            .iter()
+            .map(|i| sp(*i, 1)[0].clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+        + "\n";
+    imported(&w.app, &w.root, &w.est, csv.as_bytes()).await;
+    let id = w
+        .campaign(body(
+            w,
+            json!({"max_concurrent_calls": 1, "retry": {"max_attempts": 1}}),
+        ))
+        .await;
+    let r = w
+        .app
+        .post(&format!("/campaigns/{id}/start"), &w.root, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let t0 = at(T0);
+    for i in 0..40 {
+        w.step(t0 + Duration::seconds(i), false).await;
+        let c = w.app.get(&format!("/campaigns/{id}"), &w.root).await.body;
+        if c["status"] != "running" {
+            return c;
+        }
+    }
+    panic!("the campaign never paused");
+}
+
+#[tokio::test]
+async fn a_campaign_whose_attempts_mostly_fail_is_paused_by_the_circuit_breaker() {
+    let Some(mut w) = world().await else { return };
+    // Numbers ending in 4 or 9 fail at the stand-in.
+    let failing: Vec<usize> = (0..12).map(|k| 4 + 5 * k).collect();
+    let c = run_until_paused(&mut w, &failing).await;
+    assert_eq!(c["status"], "paused", "{c}");
+    let reason = c["pause_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("circuit_breaker: 10 of the last 10"),
+        "{reason}"
+    );
+    assert_eq!(
+        w.twilio.calls().len(),
+        10,
+        "no dial after the breaker tripped"
+    );
+}
+
+#[tokio::test]
+async fn a_campaign_above_the_abandonment_ceiling_is_paused() {
+    let twilio = TwilioStandIn::start().await;
+    let Some(env) = RuntimeEnv::acquire().await else {
+        return;
+    };
+    let port = free_port();
+    // The default ceiling (3 %): a person answers and no agent ever joins the call.
+    let app = env
+        .spawn_on(
+            builder(&twilio).config(|c| c.dialer.campaign_abandonment_ceiling = 0.03),
+            port,
+        )
+        .await;
+    let Tenant { est, admin: root } = app.tenant("Helios").await;
+    let agent = published_agent(&app, &root, &est, "Nova").await;
+    set_telephony(&app, &root, &est, json!({
+        "inbound_numbers": [{"provider": "twilio", "e164": NUMBER, "routing_agent_id": agent.id}],
+    }))
+    .await;
+    ready_runtime(&app, &root, &est, json!({})).await;
+    let mut w = World {
+        app,
+        twilio,
+        env,
+        port,
+        root,
+        est,
+        agent: agent.id,
+        version: agent.version,
+        played: HashSet::new(),
+        seen: HashSet::new(),
+        runtime: None,
+    };
+    // Numbers ending in 0 or 5 are answered by a person.
+    let c = run_until_paused(&mut w, &[0, 5, 10]).await;
+    assert_eq!(c["status"], "paused", "{c}");
+    let reason = c["pause_reason"].as_str().unwrap();
+    assert!(reason.starts_with("abandonment_rate: 1 of 1"), "{reason}");
+    assert_eq!(w.twilio.calls().len(), 1);
+}
