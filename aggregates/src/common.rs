@@ -238,6 +238,49 @@ impl E164 {
     }
 }
 
+impl E164 {
+    /// Reads a number as a spreadsheet holds it: international (`+…`, `00…`) or in the
+    /// national format of `region` (ISO 3166, e.g. `BR` for `(11) 91234-5678`).
+    pub fn parse_in_region(raw: &str, region: Option<&str>) -> Result<E164, ParseError> {
+        let t = raw.trim();
+        if t.starts_with('+') {
+            return t.parse();
+        }
+        if let Some(rest) = t.strip_prefix("00") {
+            return format!("+{rest}").parse();
+        }
+        if t.is_empty() {
+            return Err(ParseError::new("phone", "is empty"));
+        }
+        if t.len() > 32 || !t.chars().all(|c| c.is_ascii_digit() || " -().".contains(c)) {
+            return Err(ParseError::new(
+                "phone",
+                format!("{t:?} may contain only digits, spaces and - ( ) ."),
+            ));
+        }
+        let Some(id) = region.and_then(|r| r.parse::<phonenumber::country::Id>().ok()) else {
+            return Err(ParseError::new(
+                "phone",
+                format!("{t:?} is not in international form and the establishment has no region"),
+            ));
+        };
+        let n = phonenumber::parse(Some(id), t)
+            .map_err(|e| ParseError::new("phone", format!("{t:?} is not a phone number: {e}")))?;
+        // Checked here rather than by parsing the formatted number again (imports parse
+        // hundreds of thousands of numbers).
+        let e164 = n.format().mode(phonenumber::Mode::E164).to_string();
+        let code = n.code().value();
+        let digits = e164.len() - 1 - code.to_string().len();
+        if !possible_length(&n, code, digits) {
+            return Err(ParseError::new(
+                "phone",
+                format!("{t:?} is not a possible phone number: numbers under +{code} do not have {digits} digits"),
+            ));
+        }
+        Ok(E164(e164))
+    }
+}
+
 impl FromStr for E164 {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

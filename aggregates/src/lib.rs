@@ -4,10 +4,12 @@
 
 pub mod agent;
 pub mod call;
+pub mod campaign;
 pub mod common;
 pub mod establishment;
 pub mod integration;
 pub mod invitation;
+pub mod lead;
 pub mod runtime;
 pub mod telephony;
 pub mod upcast;

@@ -113,6 +113,13 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         let (transport, queue) = (w.mail_transport.clone(), w.mail_queue.clone());
         move || crate::workers::mailer::run(transport.clone(), queue.clone())
     }));
+    tasks.push(supervise("dialer", {
+        let (worker, queue) = (w.dialer.clone(), w.dialer_queue.clone());
+        move || worker.clone().run(queue.clone())
+    }));
+    if let Err(e) = state.leads.fail_interrupted().await {
+        tracing::warn!(error = %e, "cannot close interrupted lead imports");
+    }
     bootstrap_admin(&state).await?;
     tasks.push(supervise("runtimes", {
         let worker = w.runtime.clone();

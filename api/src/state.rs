@@ -20,6 +20,7 @@ use crate::application::accounts::Accounts;
 use crate::application::agents::Agents;
 use crate::application::call_callbacks::CallCallbacks;
 use crate::application::call_streams::CallStreams;
+use crate::application::campaigns::Campaigns;
 use crate::application::dead_letters::DeadLetters;
 use crate::application::establishments::Establishments;
 use crate::application::handoff::Handoffs;
@@ -28,6 +29,7 @@ use crate::application::ingestion::Ingestion;
 use crate::application::integration_access::IntegrationAccess;
 use crate::application::integrations::Integrations;
 use crate::application::invitations::Invitations;
+use crate::application::leads::Leads;
 use crate::application::members::Members;
 use crate::application::outbound_call::OutboundCalls;
 use crate::application::runtimes::{RuntimeManagement, Runtimes};
@@ -44,6 +46,7 @@ use crate::http::runtime_principal::RuntimeTokens;
 use crate::http::twilio_form::TwilioWebhooks;
 use crate::store::{CommandBus, EventStore};
 use crate::workers::analysis::{AnalysisConfig, AnalysisConsumer, AnalysisWorker, DirtyCalls};
+use crate::workers::dialer::Dialer;
 use crate::workers::handoff::HandoffWorker;
 use crate::workers::placer::Placer;
 use crate::workers::reaper::Reaper;
@@ -88,6 +91,8 @@ pub struct AppState {
     pub integrations: Arc<Integrations>,
     pub tool_proxy: Arc<ToolProxy>,
     pub dead_letters: Arc<DeadLetters>,
+    pub leads: Arc<Leads>,
+    pub campaigns: Arc<Campaigns>,
     /// The workers, started by `server::start`.
     pub workers: Arc<Workers>,
 }
@@ -104,6 +109,8 @@ pub struct Workers {
     pub mail_transport: Arc<dyn MailTransport>,
     pub mail_queue: WorkReceiver<Mail>,
     pub runtime: Arc<RuntimeManagement>,
+    pub dialer: Arc<Dialer>,
+    pub dialer_queue: WorkReceiver<()>,
 }
 
 macro_rules! from_ref {
@@ -119,6 +126,7 @@ macro_rules! from_ref {
 from_ref!(
     pool: PgPool,
     live_calls: Arc<LiveCalls>,
+    config: Arc<Config>,
     sessions: Arc<Sessions>,
     runtime_tokens: Arc<RuntimeTokens>,
     twilio_webhooks: Arc<TwilioWebhooks>,
@@ -138,6 +146,8 @@ from_ref!(
     integrations: Arc<Integrations>,
     tool_proxy: Arc<ToolProxy>,
     dead_letters: Arc<DeadLetters>,
+    leads: Arc<Leads>,
+    campaigns: Arc<Campaigns>,
 );
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).
@@ -177,6 +187,8 @@ pub fn projections_feeding(
         Arc::new(projections::runtimes::RuntimesProjection),
         Arc::new(projections::calls::CallsProjection::feeding(live_calls)),
         Arc::new(projections::integrations::IntegrationsProjection),
+        Arc::new(projections::leads::LeadsProjection),
+        Arc::new(projections::campaigns::CampaignsProjection),
     ]
 }
 
@@ -248,7 +260,23 @@ impl AppState {
         });
         let (placer_queue_tx, placer_queue) = WorkQueue::channel(&background);
         let (handoff_queue_tx, handoff_queue) = WorkQueue::channel(&background);
+        let (dialer_wake, dialer_queue) = WorkQueue::channel(&background);
+        let outbound_calls = Arc::new(OutboundCalls {
+            bus: bus.clone(),
+            pool: pool.clone(),
+            placer: placer_queue_tx,
+            twilio_configured: twilio.is_some(),
+        });
         let workers = Arc::new(Workers {
+            dialer: Arc::new(Dialer::new(
+                pool.clone(),
+                bus.clone(),
+                outbound_calls.clone(),
+                config.dialer.clone(),
+                background.clone(),
+                dialer_wake,
+            )),
+            dialer_queue,
             placer: Arc::new(Placer {
                 streams: streams.clone(),
                 pool: pool.clone(),
@@ -343,11 +371,16 @@ impl AppState {
                 routing: routing.clone(),
                 streams: streams.clone(),
             }),
-            outbound_calls: Arc::new(OutboundCalls {
+            outbound_calls,
+            leads: Arc::new(Leads {
                 bus: bus.clone(),
                 pool: pool.clone(),
-                placer: placer_queue_tx,
-                twilio_configured: twilio.is_some(),
+                background: background.clone(),
+                importing: Default::default(),
+            }),
+            campaigns: Arc::new(Campaigns {
+                bus: bus.clone(),
+                pool: pool.clone(),
             }),
             handoffs: Arc::new(Handoffs {
                 bus: bus.clone(),

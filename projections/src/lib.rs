@@ -6,10 +6,12 @@
 
 pub mod agents;
 pub mod calls;
+pub mod campaigns;
 pub mod dead_letters;
 pub mod event;
 pub mod identity;
 pub mod integrations;
+pub mod leads;
 pub mod routing;
 pub mod runner;
 pub mod runtimes;

@@ -195,9 +195,21 @@ impl From<SentimentScore> for f64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Requester {
-    User { user_id: String },
-    Campaign { campaign_id: String },
-    System { name: String },
+    User {
+        user_id: String,
+    },
+    Campaign {
+        campaign_id: String,
+        /// The lead dialled (absent on calls recorded before campaigns dialled leads).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lead_id: Option<String>,
+        /// The attempt number on that lead (1 for the first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+    },
+    System {
+        name: String,
+    },
 }
 
 /// What the caller gets when the agent cannot take an inbound call.

@@ -15,7 +15,7 @@ use aggregates::call::{
 };
 use aggregates::common::E164;
 use aggregates::telephony::Telephony;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -47,6 +47,28 @@ pub struct OutboundRequest {
     pub machine_detection: Option<MachineDetection>,
     /// The caller's `Idempotency-Key`.
     pub idempotency_key: Option<String>,
+    /// Set when a campaign dials a lead (the call carries them; the key is theirs).
+    pub campaign: Option<CampaignDial>,
+    /// When the call is asked for (default: now; the dialer passes its clock).
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// A campaign's attempt on a lead: the call's requester and its idempotency key
+/// `campaign:{campaign}:{lead}:{attempt}`, so one attempt is at most one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignDial {
+    pub campaign_id: String,
+    pub lead_id: String,
+    pub attempt: u32,
+}
+
+impl CampaignDial {
+    pub fn idempotency_key(&self) -> String {
+        format!(
+            "campaign:{}:{}:{}",
+            self.campaign_id, self.lead_id, self.attempt
+        )
+    }
 }
 
 /// The queued call, as first answered (a replay gets the very same answer).
@@ -142,10 +164,21 @@ impl OutboundCalls {
             from_e164: from.as_str().into(),
             to_e164: req.to.as_str().into(),
         };
-        let options = match &req.idempotency_key {
-            Some(k) => {
+        let mut metadata = req.metadata;
+        let options = match (&req.campaign, &req.idempotency_key) {
+            (Some(dial), _) => {
+                let key = dial.idempotency_key();
+                metadata.insert("idempotency_key".into(), Value::String(key.clone()));
+                ExecOptions::idempotent(IdempotencyClaim {
+                    request_hash: hex::encode(Sha256::digest(key.as_bytes())),
+                    key,
+                    response: serde_json::to_value(&queued)
+                        .map_err(|e| Unexpected::Other(e.to_string()))?,
+                })
+            }
+            (None, Some(k)) => {
                 let body = json!({"establishment_id": req.establishment_id, "agent_id": req.agent_id,
-                    "to_e164": req.to, "from_e164": req.from, "metadata": req.metadata,
+                    "to_e164": req.to, "from_e164": req.from, "metadata": metadata,
                     "machine_detection": req.machine_detection.map(|m| m.as_str())});
                 ExecOptions::idempotent(IdempotencyClaim {
                     key: format!("outbound:{}:{}:{k}", req.establishment_id, req.user_id),
@@ -154,11 +187,25 @@ impl OutboundCalls {
                         .map_err(|e| Unexpected::Other(e.to_string()))?,
                 })
             }
-            None => ExecOptions::default(),
+            (None, None) => ExecOptions::default(),
         }
         .fresh();
-        let ctx = CommandContext::from_request(Actor::User(req.user_id.clone()), &req.request_id)
+        let actor = match &req.campaign {
+            Some(_) => Actor::System("dialer".into()),
+            None => Actor::User(req.user_id.clone()),
+        };
+        let ctx = CommandContext::from_request(actor, &req.request_id)
             .in_establishment(&req.establishment_id);
+        let requested_by = match &req.campaign {
+            Some(d) => Requester::Campaign {
+                campaign_id: d.campaign_id.clone(),
+                lead_id: Some(d.lead_id.clone()),
+                attempt: Some(d.attempt),
+            },
+            None => Requester::User {
+                user_id: req.user_id.clone(),
+            },
+        };
         let outcome = self
             .bus
             .execute::<Call>(
@@ -169,13 +216,11 @@ impl OutboundCalls {
                     agent_id: req.agent_id.clone(),
                     to: req.to.clone(),
                     facts,
-                    requested_by: Requester::User {
-                        user_id: req.user_id.clone(),
-                    },
-                    metadata: req.metadata,
+                    requested_by,
+                    metadata,
                     machine_detection: req.machine_detection,
                     time_limit_seconds: None,
-                    at: Utc::now(),
+                    at: req.at.unwrap_or_else(Utc::now),
                 },
                 &ctx,
                 options,

@@ -1,5 +1,6 @@
 //! `control-plane bench ...`: event-store benchmarks whose figures go in docs/benchmarks.md.
 
+mod lead_import;
 mod runtime_ready;
 
 use std::sync::Arc;
@@ -39,6 +40,12 @@ pub enum BenchCommand {
         #[arg(long, default_value = "agent-runtime-sim:latest")]
         image: String,
     },
+    /// Imports a CSV of N lead rows into a new establishment and times it to the completed,
+    /// projected job (target: 100,000 rows in 5 s).
+    LeadImport {
+        #[arg(long, default_value_t = 100_000)]
+        rows: usize,
+    },
 }
 
 pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
@@ -52,6 +59,7 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::RuntimeReady { runs, image } => {
             runtime_ready::runtime_ready(config, runs, image).await
         }
+        BenchCommand::LeadImport { rows } => lead_import::lead_import(config, rows).await,
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+pub mod dialer;
 pub mod integrations;
 pub mod runtime;
 
@@ -214,6 +215,11 @@ pub struct Config {
     /// docs/integrations.md).
     #[command(flatten)]
     pub integrations: IntegrationsConfig,
+
+    /// Lead imports and the campaign dialer (LEAD_IMPORT_*, TWILIO_MAX_CPS, DIALER_*,
+    /// CAMPAIGN_*; see docs/campaigns.md).
+    #[command(flatten)]
+    pub dialer: dialer::DialerConfig,
 }
 
 impl Config {
@@ -275,6 +281,7 @@ impl Config {
             max_body_bytes: 1_048_576,
             runtime: Default::default(),
             integrations: Default::default(),
+            dialer: Default::default(),
         }
     }
 }

@@ -160,6 +160,10 @@ pub struct ListQuery {
     pub started_after: Option<DateTime<Utc>>,
     /// Started before (ISO 8601).
     pub started_before: Option<DateTime<Utc>>,
+    /// Only calls placed by this campaign.
+    pub campaign_id: Option<String>,
+    /// Only calls placed to this lead (by a campaign).
+    pub lead_id: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1–200, default 50.
@@ -223,6 +227,8 @@ async fn list_calls(
         started_after: q.started_after,
         started_before: q.started_before,
         before: after,
+        campaign_id: q.campaign_id,
+        lead_id: q.lead_id,
     };
     let rows = calls::history(&pool, scope.as_deref(), &filter, limit + 1).await?;
     let now = Utc::now();
@@ -711,6 +717,8 @@ async fn outbound_call(
             metadata: req.metadata.unwrap_or_default(),
             machine_detection,
             idempotency_key,
+            campaign: None,
+            at: None,
         })
         .await?;
     let mut headers = HeaderMap::new();

@@ -6,12 +6,14 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod calls;
+pub mod campaigns;
 pub mod error;
 pub mod establishments;
 pub mod extract;
 pub mod health;
 pub mod ingest;
 pub mod integrations;
+pub mod leads;
 pub mod openapi;
 pub mod principal;
 pub mod recording_links;
@@ -106,6 +108,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(runtimes::routes())
         .merge(ingest::routes())
         .merge(integrations::routes())
+        .merge(leads::routes())
+        .merge(campaigns::routes())
         .merge(tool_proxy::routes())
         .merge(admin::routes())
 }

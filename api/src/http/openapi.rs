@@ -29,6 +29,8 @@ use crate::state::AppState;
         (name = "calls", description = "Active calls, history, details, transcript, recording, tool log; outbound calls and handoff"),
         (name = "ingest", description = "Runtime events (Appendix B), with the runtime token"),
         (name = "integrations", description = "Establishment-owned connections (Google Calendar, WhatsApp, e-mail, CRM webhook); credentials sealed, never returned"),
+        (name = "leads", description = "Lead imports (CSV), leads, the do-not-call list"),
+        (name = "campaigns", description = "Outbound campaigns: pace, schedule, callee-local window, retries; live counters and a preview"),
         (name = "tool-proxy", description = "Runtimes act through the establishment's integrations, with the runtime token; exactly once per tool call"),
         (name = "twilio", description = "Twilio webhooks (X-Twilio-Signature, no user auth)"),
         (name = "operations", description = "Probes and metrics"),

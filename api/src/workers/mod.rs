@@ -4,6 +4,7 @@
 //! outcome as a command. `server` starts each under [`crate::background::supervise`].
 
 pub mod analysis;
+pub mod dialer;
 pub mod handoff;
 pub mod mailer;
 pub mod placer;

@@ -95,6 +95,10 @@ pub struct HistoryFilter {
     pub started_before: Option<DateTime<Utc>>,
     /// Only calls strictly older than this (started_at, id): the page cursor.
     pub before: Option<(DateTime<Utc>, String)>,
+    /// Only calls a campaign placed.
+    pub campaign_id: Option<String>,
+    /// Only calls to a lead (placed by a campaign).
+    pub lead_id: Option<String>,
 }
 
 /// Call history, newest first: at most `limit` rows.
@@ -115,6 +119,8 @@ pub async fn history(
            AND ($7::timestamptz IS NULL OR started_at >= $7)
            AND ($8::timestamptz IS NULL OR started_at < $8)
            AND ($9::timestamptz IS NULL OR (started_at, id) < ($9, $10))
+           AND ($12::text IS NULL OR campaign_id = $12)
+           AND ($13::text IS NULL OR lead_id = $13)
          ORDER BY started_at DESC, id DESC LIMIT $11"
     ))
     .bind(scope)
@@ -128,6 +134,8 @@ pub async fn history(
     .bind(f.before.as_ref().map(|b| b.0))
     .bind(f.before.as_ref().map(|b| b.1.clone()))
     .bind(limit)
+    .bind(&f.campaign_id)
+    .bind(&f.lead_id)
     .fetch_all(pool)
     .await
 }

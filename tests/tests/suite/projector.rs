@@ -334,6 +334,43 @@ async fn rebuilt_read_models_equal_the_live_ones() {
     )
     .await;
 
+    // Leads (an import, an edit, the do-not-call list) and campaigns.
+    let s = super::leads::imported(
+        &app,
+        &root,
+        &ests[0],
+        b"phone,name,plan\n(11) 91234-5678,Ana,gold\n(11) 91234-0000,Bia,\n",
+    )
+    .await;
+    assert_eq!(s["rows_imported"], 2, "{s}");
+    let leads = app
+        .get(&format!("/leads?establishment_id={}", ests[0]), &root)
+        .await;
+    let lead = leads.body["items"][0]["id"].as_str().unwrap().to_string();
+    app.patch(
+        &format!("/leads/{lead}"),
+        &root,
+        json!({"status": "contacted", "do_not_call": true}),
+    )
+    .await;
+    let agent = tests::fixtures::published_agent(&app, &root, &ests[0], "Dialer").await;
+    for i in 0..6 {
+        let r = app
+            .post(
+                "/campaigns",
+                &root,
+                json!({"establishment_id": ests[0], "name": format!("Campaign {i}"),
+                       "agent_id": agent.id, "agent_version_id": agent.version,
+                       "pace": {"calls_per_minute": 6},
+                       "schedule": {"timezone": "UTC", "days": ["mon"], "start": "09:00", "end": "18:00"}}),
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+        let id = r.body["id"].as_str().unwrap();
+        app.post(&format!("/campaigns/{id}/cancel"), &root, json!({}))
+            .await;
+    }
+
     app.settle().await;
     for projection in control_plane::state::projections() {
         let live = dump(app.pool(), projection.tables()).await;
