@@ -28,6 +28,7 @@ use crate::application::integrations::Integrations;
 use crate::application::invitations::Invitations;
 use crate::application::members::Members;
 use crate::application::outbound_call::OutboundCalls;
+use crate::application::reports::Reports;
 use crate::application::runtimes::{RuntimeManagement, Runtimes};
 use crate::application::telephony::TelephonyPolicies;
 use crate::application::tool_proxy::ToolProxy;
@@ -80,6 +81,7 @@ pub struct AppState {
     pub runtime_management: Arc<RuntimeManagement>,
     pub runtimes: Arc<Runtimes>,
     pub integrations: Arc<Integrations>,
+    pub reports: Arc<Reports>,
     pub tool_proxy: Arc<ToolProxy>,
     pub dead_letters: Arc<DeadLetters>,
     /// The workers, started by `server::start`.
@@ -112,6 +114,7 @@ macro_rules! from_ref {
 
 from_ref!(
     pool: PgPool,
+    reports: Arc<Reports>,
     sessions: Arc<Sessions>,
     runtime_tokens: Arc<RuntimeTokens>,
     twilio_webhooks: Arc<TwilioWebhooks>,
@@ -166,6 +169,7 @@ pub fn projections_feeding(routing: Arc<RoutingIndex>) -> Vec<Arc<dyn Projection
         Arc::new(projections::runtimes::RuntimesProjection),
         Arc::new(projections::calls::CallsProjection),
         Arc::new(projections::integrations::IntegrationsProjection),
+        Arc::new(projections::reports::ReportsProjection),
     ]
 }
 
@@ -271,6 +275,10 @@ impl AppState {
 
         Ok(AppState {
             integrations,
+            reports: Arc::new(Reports::new(
+                pool.clone(),
+                Duration::from_millis(config.dashboard_cache_ms),
+            )),
             tool_proxy,
             sessions: Arc::new(Sessions {
                 jwt: jwt.clone(),

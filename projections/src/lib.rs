@@ -10,6 +10,7 @@ pub mod dead_letters;
 pub mod event;
 pub mod identity;
 pub mod integrations;
+pub mod reports;
 pub mod routing;
 pub mod runner;
 pub mod runtimes;

@@ -21,6 +21,7 @@ pub mod invitations;
 pub mod members;
 pub mod messages;
 pub mod outbound_call;
+pub mod reports;
 pub mod runtimes;
 pub mod telephony;
 pub mod tool_proxy;

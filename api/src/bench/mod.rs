@@ -1,5 +1,6 @@
 //! `control-plane bench ...`: event-store benchmarks whose figures go in docs/benchmarks.md.
 
+mod reports;
 mod runtime_ready;
 
 use std::sync::Arc;
@@ -39,6 +40,18 @@ pub enum BenchCommand {
         #[arg(long, default_value = "agent-runtime-sim:latest")]
         image: String,
     },
+    /// Report latency over many calls: writes N calls over D days straight into the event
+    /// store, builds the report rollups with the rebuild path, then times each report
+    /// (docs/benchmarks.md). Use a scratch database.
+    Reports {
+        #[arg(long, default_value_t = 1_000_000)]
+        calls: u64,
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        /// Timed requests per report.
+        #[arg(long, default_value_t = 200)]
+        runs: u32,
+    },
 }
 
 pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
@@ -51,6 +64,9 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::RuntimeReady { runs, image } => {
             runtime_ready::runtime_ready(config, runs, image).await
+        }
+        BenchCommand::Reports { calls, days, runs } => {
+            reports::reports(config, calls, days, runs).await
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod calls;
+pub mod calls_export;
 pub mod error;
 pub mod establishments;
 pub mod extract;
@@ -15,6 +16,7 @@ pub mod integrations;
 pub mod openapi;
 pub mod principal;
 pub mod recording_links;
+pub mod reports;
 pub mod runtime_principal;
 pub mod runtimes;
 pub mod telephony;
@@ -102,6 +104,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(agents::routes())
         .merge(telephony::routes())
         .merge(calls::routes())
+        .merge(calls_export::routes())
+        .merge(reports::routes())
         .merge(twilio::routes())
         .merge(runtimes::routes())
         .merge(ingest::routes())
