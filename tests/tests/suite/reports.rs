@@ -927,3 +927,47 @@ async fn the_call_history_exports_as_csv() {
         .unwrap();
     assert_eq!(res.text().await.unwrap().lines().count(), 2);
 }
+
+#[tokio::test]
+async fn dashboard_answers_are_served_from_the_cache_within_its_ttl() {
+    let app = TestApp::builder()
+        .config(|c| {
+            c.dashboard_cache_ms = 600_000;
+            c.call_reaper_interval_seconds = 3600;
+        })
+        .spawn()
+        .await;
+    let token = app.root_token().await;
+    let est = app.create_establishment(&token, "Cached").await;
+    let agent = create_agent(&app, &token, &est, "Desk").await;
+    let v = draft(&app, &token, &agent, brain("v1")).await;
+    let agents = vec![(agent, vec![v])];
+    let path = format!("/dashboard/kpis?establishment_id={est}&from=2026-03-09&to=2026-03-09");
+    let before = app.get(&path, &token).await;
+    assert_eq!(before.body["calls"]["total"], 0);
+    let at = Utc.with_ymd_and_hms(2026, 3, 9, 15, 0, 0).unwrap();
+    play(
+        &app,
+        &est,
+        &agents,
+        &call(at, true, 0, 0, Outcome::NoAnswer),
+    )
+    .await;
+    app.settle().await;
+    // Within the TTL the same question gets the cached answer; the other reports are live.
+    assert_eq!(app.get(&path, &token).await.body, before.body);
+    let days = app
+        .get(
+            &format!("/reports/calls?establishment_id={est}&from=2026-03-09&to=2026-03-09"),
+            &token,
+        )
+        .await;
+    assert_eq!(days.body["items"][0]["calls"], 1);
+    let wider = app
+        .get(
+            &format!("/dashboard/kpis?establishment_id={est}&from=2026-03-08&to=2026-03-09"),
+            &token,
+        )
+        .await;
+    assert_eq!(wider.body["calls"]["total"], 1);
+}
