@@ -181,8 +181,26 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank - 1]
 }
 
-pub async fn reports(config: Config, calls: u64, days: i64, runs: u32) -> anyhow::Result<()> {
+pub async fn reports(
+    config: Config,
+    calls: u64,
+    days: i64,
+    runs: u32,
+    establishment: Option<String>,
+) -> anyhow::Result<()> {
     let state = AppState::build(config).await?;
+    let pool = state.pool.clone();
+    let last_day = Utc::now().date_naive() - TimeDelta::days(1);
+    let first_day = last_day - TimeDelta::days(days - 1);
+    let est = match establishment {
+        Some(est) => est,
+        None => generate(&state, calls, days).await?,
+    };
+    measure(&pool, &est, first_day, last_day, days, runs).await
+}
+
+/// Writes the calls and builds the rollups; returns the establishment.
+async fn generate(state: &AppState, calls: u64, days: i64) -> anyhow::Result<String> {
     let pool = state.pool.clone();
     let est = crate::ids::new_id("est");
     let ctx = CommandContext::system("bench").in_establishment(&est);
@@ -249,6 +267,20 @@ pub async fn reports(config: Config, calls: u64, days: i64, runs: u32) -> anyhow
     println!(
         "built the rollups (projector rebuild path) in {built:.1?}: {rollups} rollup rows, {facts} call rows"
     );
+    projections::reports::queries::analyze(&pool).await?;
+    println!("establishment {est}");
+    Ok(est)
+}
+
+async fn measure(
+    pool: &PgPool,
+    est: &str,
+    first_day: chrono::NaiveDate,
+    last_day: chrono::NaiveDate,
+    days: i64,
+    runs: u32,
+) -> anyhow::Result<()> {
+    let est = est.to_string();
 
     // Every report over the whole range, through its use case (no cache).
     let reports = Reports::new(pool.clone(), Duration::ZERO);

@@ -252,6 +252,14 @@ pub async fn timezone(pool: &PgPool, establishment_id: &str) -> sqlx::Result<Opt
         .await
 }
 
+/// Refreshes the planner's statistics of the report tables (after a bulk load).
+pub async fn analyze(pool: &PgPool) -> sqlx::Result<()> {
+    sqlx::query("ANALYZE rm_report_rollups, rm_report_calls")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// How many rollup rows and per-call rows there are (benchmarks).
 pub async fn sizes(pool: &PgPool) -> sqlx::Result<(i64, i64)> {
     sqlx::query_as(
