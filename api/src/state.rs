@@ -32,6 +32,7 @@ use crate::application::invitations::Invitations;
 use crate::application::leads::Leads;
 use crate::application::members::Members;
 use crate::application::outbound_call::OutboundCalls;
+use crate::application::reports::Reports;
 use crate::application::runtimes::{RuntimeManagement, Runtimes};
 use crate::application::telephony::TelephonyPolicies;
 use crate::application::tool_proxy::ToolProxy;
@@ -89,6 +90,7 @@ pub struct AppState {
     pub runtime_management: Arc<RuntimeManagement>,
     pub runtimes: Arc<Runtimes>,
     pub integrations: Arc<Integrations>,
+    pub reports: Arc<Reports>,
     pub tool_proxy: Arc<ToolProxy>,
     pub dead_letters: Arc<DeadLetters>,
     pub leads: Arc<Leads>,
@@ -127,6 +129,7 @@ from_ref!(
     pool: PgPool,
     live_calls: Arc<LiveCalls>,
     config: Arc<Config>,
+    reports: Arc<Reports>,
     sessions: Arc<Sessions>,
     runtime_tokens: Arc<RuntimeTokens>,
     twilio_webhooks: Arc<TwilioWebhooks>,
@@ -189,6 +192,7 @@ pub fn projections_feeding(
         Arc::new(projections::integrations::IntegrationsProjection),
         Arc::new(projections::leads::LeadsProjection),
         Arc::new(projections::campaigns::CampaignsProjection),
+        Arc::new(projections::reports::ReportsProjection),
     ]
 }
 
@@ -320,6 +324,10 @@ impl AppState {
 
         Ok(AppState {
             integrations,
+            reports: Arc::new(Reports::new(
+                pool.clone(),
+                Duration::from_millis(config.dashboard_cache_ms),
+            )),
             tool_proxy,
             sessions: Arc::new(Sessions {
                 jwt: jwt.clone(),

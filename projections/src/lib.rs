@@ -12,6 +12,7 @@ pub mod event;
 pub mod identity;
 pub mod integrations;
 pub mod leads;
+pub mod reports;
 pub mod routing;
 pub mod runner;
 pub mod runtimes;

@@ -23,6 +23,7 @@ pub mod leads;
 pub mod members;
 pub mod messages;
 pub mod outbound_call;
+pub mod reports;
 pub mod runtimes;
 pub mod telephony;
 pub mod tool_proxy;

@@ -166,6 +166,17 @@ pub struct Config {
     )]
     pub analysis_rescan_interval_seconds: u64,
 
+    /// How long a dashboard answer (`GET /dashboard/kpis`) is served from this replica's
+    /// in-process cache (milliseconds; 0: never cached). Each replica holds its own cache, so
+    /// an answer is never staler than this.
+    #[arg(
+        long,
+        env = "DASHBOARD_CACHE_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub dashboard_cache_ms: u64,
+
     /// Base URL of an OpenAI-compatible API for call summaries (e.g. https://api.openai.com/v1).
     /// Unset: the embedded extractive summariser.
     #[arg(long, env = "SUMMARY_LLM_BASE_URL", global = true)]
@@ -272,6 +283,7 @@ impl Config {
             call_reaper_interval_seconds: 30,
             sentiment_interval_ms: 10000,
             analysis_rescan_interval_seconds: 60,
+            dashboard_cache_ms: 5000,
             summary_llm_base_url: None,
             summary_llm_model: "gpt-4.1-mini".into(),
             summary_llm_api_key: None,

@@ -111,7 +111,10 @@ pub struct ActiveCalls {
 
 /// Which establishments a query may read: the one asked for (404 when not a member), else all
 /// of the caller's (`None` = everything, for platform admins).
-fn scope(me: &Principal, establishment_id: Option<&String>) -> ApiResult<Option<Vec<String>>> {
+pub(crate) fn scope(
+    me: &Principal,
+    establishment_id: Option<&String>,
+) -> ApiResult<Option<Vec<String>>> {
     match establishment_id {
         Some(e) => {
             me.member_of(e)?;

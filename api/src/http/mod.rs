@@ -6,6 +6,7 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod calls;
+pub mod calls_export;
 pub mod campaigns;
 pub mod error;
 pub mod establishments;
@@ -17,6 +18,7 @@ pub mod leads;
 pub mod openapi;
 pub mod principal;
 pub mod recording_links;
+pub mod reports;
 pub mod runtime_principal;
 pub mod runtimes;
 pub mod telephony;
@@ -104,6 +106,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(agents::routes())
         .merge(telephony::routes())
         .merge(calls::routes())
+        .merge(calls_export::routes())
+        .merge(reports::routes())
         .merge(twilio::routes())
         .merge(runtimes::routes())
         .merge(ingest::routes())

@@ -27,6 +27,7 @@ use crate::state::AppState;
         (name = "users", description = "Members and roles"),
         (name = "audit", description = "The event log, for auditors"),
         (name = "calls", description = "Active calls, history, details, transcript, recording, tool log; outbound calls and handoff"),
+        (name = "reports", description = "Dashboard KPIs, agent performance, calls over time, billing stub: exact figures from rollups, in the establishment's time zone"),
         (name = "ingest", description = "Runtime events (Appendix B), with the runtime token"),
         (name = "integrations", description = "Establishment-owned connections (Google Calendar, WhatsApp, e-mail, CRM webhook); credentials sealed, never returned"),
         (name = "leads", description = "Lead imports (CSV), leads, the do-not-call list"),

@@ -108,8 +108,47 @@ pub async fn history(
     f: &HistoryFilter,
     limit: i64,
 ) -> sqlx::Result<Vec<CallRow>> {
+    history_of(pool, scope, f, limit, CALL_COLUMNS).await
+}
+
+/// A call as exported (`GET /calls/export`): the listed columns and whether it was handed
+/// off to a human (as reports count it: docs/reports.md).
+#[derive(Debug, Clone, FromRow)]
+pub struct ExportRow {
+    #[sqlx(flatten)]
+    pub call: CallRow,
+    pub handoff: bool,
+    /// The campaign that placed the call, if one did.
+    pub campaign_id: Option<String>,
+}
+
+/// A page of the export, newest first (the history's filters).
+pub async fn export_page(
+    pool: &PgPool,
+    scope: Scope<'_>,
+    f: &HistoryFilter,
+    limit: i64,
+) -> sqlx::Result<Vec<ExportRow>> {
+    let columns = format!(
+        "{}, campaign_id, coalesce((SELECT r.handoff FROM rm_report_calls r WHERE r.call_id = rm_calls.id),
+                      false) AS handoff",
+        CALL_COLUMNS
+    );
+    history_of(pool, scope, f, limit, &columns).await
+}
+
+async fn history_of<T>(
+    pool: &PgPool,
+    scope: Scope<'_>,
+    f: &HistoryFilter,
+    limit: i64,
+    columns: &str,
+) -> sqlx::Result<Vec<T>>
+where
+    T: for<'r> FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
     sqlx::query_as(&format!(
-        "SELECT {CALL_COLUMNS} FROM rm_calls
+        "SELECT {columns} FROM rm_calls
          WHERE ($1::text[] IS NULL OR establishment_id = ANY($1))
            AND ($2::text IS NULL OR agent_id = $2)
            AND ($3::text IS NULL OR status = $3)

@@ -18,6 +18,7 @@ mod loadgen;
 mod ops;
 mod poison;
 mod projector;
+mod reports;
 mod runtimes;
 mod store;
 mod structure;
