@@ -130,6 +130,8 @@ db="postgres://postgres@127.0.0.1:$pg_port/bench"
 } | tee "$out/machine.txt"
 
 # --- 3. event store and runtimes (no server running) -----------------------------------------
+# The bench's own image tag must be allowed (RUNTIME_IMAGE_ALLOWLIST, docs/runtimes.md).
+export RUNTIME_IMAGE_ALLOWLIST="$image"
 bench_env=(env DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/bench_store" RUST_LOG=error LOG_FORMAT=json RUNTIME_PORT_RANGE="$runtime_ports")
 log "bench append-cost ($append_events events, cached)"
 "${bench_env[@]}" "$bin" bench append-cost --events "$append_events" | grep -v '^{' | tee "$out/append-cost.txt"
@@ -191,6 +193,14 @@ log "loadgen calls, batch throughput run: $clients slots of $batch calls, $batch
 "${loadgen[@]}" calls "${common[@]}" --calls "$clients" --batch "$batch" --segments 50 --pace-ms 0 \
   --duration "$tp_seconds" --ramp-up 0 --ui-clients 0 --pollers 0 --lag-probes 0 \
   --report "$out/ingest-batch.json" 2>&1 | grep -v '^{' | tee "$out/ingest-batch.txt"
+# The throughput runs leave the projectors a backlog: the paced run starts once every projector
+# has been quiet (no checkpoint written) for 3 s, so its lag is its own.
+log "waiting for the projectors to catch up with the throughput runs"
+for _ in $(seq 1 600); do
+  quiet=$(psql_ -d bench -tAc "SELECT coalesce(max(updated_at) < now() - interval '3 seconds', true) FROM projector_checkpoints")
+  [ "$quiet" = t ] && break
+  sleep 1
+done
 log "loadgen calls, paced run: $calls calls, $segments segments every ${pace}ms, ${duration}s; webhooks at $wh_rate/s during it"
 (
   # The webhook open loop starts once the calls have ramped up, and ends before they do.
