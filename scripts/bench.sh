@@ -104,6 +104,10 @@ cleanup() {
       # shellcheck disable=SC2086
       docker rm -f $ids >/dev/null
     fi
+    # ... and their networks (one per establishment).
+    ids=$(docker network ls -q --filter "label=io.controlplane.instance=$instance")
+    # shellcheck disable=SC2086
+    [ -z "$ids" ] || docker network rm $ids >/dev/null 2>&1
   done
   log "stopping the bench PostgreSQL cluster"
   scripts/pg.sh --stop >/dev/null 2>&1

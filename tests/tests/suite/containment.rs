@@ -3,11 +3,10 @@
 //! establishment from which the control plane is still reachable; only allowed images are
 //! provisioned; a draining runtime says it is not ready.
 
-use std::time::{Duration, Instant};
-
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tests::runtimes::{docker, RuntimeEnv, IMAGE};
+use tests::wait::{eventually, secs};
 use tests::TestApp;
 
 async fn setup() -> Option<(RuntimeEnv, TestApp, String)> {
@@ -35,15 +34,15 @@ async fn wait_status(
     what: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(&format!("runtime {rt} {what}"), secs(30), async || {
         let s = status(app, token, rt).await;
         if pred(&s) {
-            return s;
+            Ok(s)
+        } else {
+            Err(s.to_string())
         }
-        assert!(Instant::now() < deadline, "runtime {rt} not {what}: {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 fn ready(s: &Value) -> bool {
@@ -179,11 +178,12 @@ async fn runtimes_run_contained_each_on_a_network_of_its_own() {
     // start creates both again, and the runtime reaches the control plane from the new one.
     assert!(docker(&["rm", "-f", &format!("agent_rt_{est_a}")]).0);
     wait_status(&app, &root, &rt_a, "missing", |s| s["status"] == "missing").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while network_exists(&net_a) {
-        assert!(Instant::now() < deadline, "{net_a} outlived its container");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        &format!("{net_a} gone with its container"),
+        secs(15),
+        async || (!network_exists(&net_a)).then_some(()),
+    )
+    .await;
     assert!(
         network_exists(&net_b),
         "the other establishment keeps its network"

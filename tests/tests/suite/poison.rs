@@ -3,13 +3,14 @@
 //! degraded) while every other call keeps updating; platform admins list and retry dead
 //! letters, and a rebuild reproduces live.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aggregates::call::*;
 use control_plane::store::{CommandContext, ExecOptions};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tests::runtimes::{container_env, RuntimeEnv, IMAGE};
+use tests::wait::{eventually, secs};
 use tests::TestApp;
 
 struct Runtime {
@@ -35,17 +36,18 @@ async fn runtime(app: &TestApp, root: &str, name: &str) -> Runtime {
         .post(&format!("/runtimes/{id}/start"), root, json!({}))
         .await;
     assert!(r.status.is_success(), "{}", r.text);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let token = loop {
-        let s = app.get(&format!("/runtimes/{id}/status"), root).await;
-        if s.body["status"] == "running" {
-            if let Some(t) = container_env(&container, "CONTROL_PLANE_TOKEN") {
-                break t;
+    let token = eventually(
+        "the runtime running, with its token",
+        secs(30),
+        async || {
+            let s = app.get(&format!("/runtimes/{id}/status"), root).await;
+            if s.body["status"] != "running" {
+                return Err(s.text);
             }
-        }
-        assert!(Instant::now() < deadline, "runtime never ran: {}", s.text);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+            container_env(&container, "CONTROL_PLANE_TOKEN").ok_or_else(|| "no token yet".into())
+        },
+    )
+    .await;
     Runtime { id, est, token }
 }
 
@@ -453,6 +455,15 @@ async fn a_poison_event_is_set_aside_while_every_other_call_keeps_updating() {
         ["hello from B", "B keeps talking", "and talking"]
     );
     assert_eq!(call_count(&app, &b_admin, &b.est).await, 2);
+    // B's reports keep counting its calls too.
+    let kpis = app
+        .get(
+            &format!("/dashboard/kpis?establishment_id={}&range=7d", b.est),
+            &b_admin,
+        )
+        .await;
+    assert_eq!(kpis.status, StatusCode::OK, "{}", kpis.text);
+    assert_eq!(kpis.body["calls"]["total"], 2, "{}", kpis.text);
     let call_b2 = call_id_of(&app, &sid_b2).await;
     assert_eq!(
         transcript_texts(&app, &b_admin, &call_b2).await,

@@ -1,13 +1,14 @@
 //! Summaries cannot be lost: a call that ended while the control plane stopped before its
 //! summary was recorded gets it from the next control plane on the same database.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aggregates::call::*;
 use axum::routing::post;
 use axum::Router;
 use control_plane::store::{CommandContext, ExecOptions};
 use serde_json::Value;
+use tests::wait::{eventually, secs};
 use tests::TestApp;
 use tokio::sync::mpsc;
 
@@ -148,24 +149,22 @@ async fn a_summary_a_stop_interrupted_is_recorded_by_the_next_control_plane() {
         .spawn()
         .await;
     let root = second.root_token().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let d: Value = loop {
-        second.state().projectors.catch_up().await.unwrap();
-        let d = second.get(&format!("/calls/{call_id}"), &root).await.body;
-        if d["summary"]["text"].is_string() {
-            break d;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the summary never came after the restart: {d}"
-        );
-        // Wait on the worker: its queue empties once the call is done.
+    // The rescan runs every second; each look waits for the worker's queue to empty first.
+    let d: Value = eventually("the summary after the restart", secs(30), async || {
         second
             .state()
             .background
             .idle(Duration::from_millis(500))
             .await;
-    };
+        second.state().projectors.catch_up().await.unwrap();
+        let d = second.get(&format!("/calls/{call_id}"), &root).await.body;
+        if d["summary"]["text"].is_string() {
+            Ok(d)
+        } else {
+            Err(d.to_string())
+        }
+    })
+    .await;
     assert_eq!(d["summary"]["generator"], "extractive-v1", "{d}");
     assert!(
         d["summary"]["text"]

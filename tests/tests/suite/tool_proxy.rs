@@ -5,8 +5,6 @@
 //! concurrent calls, `needs_reauth`, every provider, no secret in the log, and master-key
 //! rotation.
 
-use std::time::{Duration, Instant};
-
 use base64::Engine;
 use futures::future::join_all;
 use reqwest::StatusCode;
@@ -15,6 +13,7 @@ use tests::app::{Builder, Resp};
 use tests::crm::CrmReceiver;
 use tests::google::GoogleStandIn;
 use tests::runtimes::{container_env, RuntimeEnv, IMAGE};
+use tests::wait::{eventually, secs};
 use tests::whatsapp::{self, WhatsappStandIn};
 use tests::TestApp;
 
@@ -93,17 +92,14 @@ async fn runtime(app: &TestApp, root: &str, est: &str) -> Runtime {
         .post(&format!("/runtimes/{id}/start"), root, json!({}))
         .await;
     assert!(r.status.is_success(), "{}", r.text);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let token = loop {
+    let token = eventually("the runtime ready, with its token", secs(60), async || {
         let s = app.get(&format!("/runtimes/{id}/status"), root).await;
-        if s.body["status"] == "running" && s.body["ready"] == true {
-            if let Some(t) = container_env(&container, "CONTROL_PLANE_TOKEN") {
-                break t;
-            }
+        if s.body["status"] != "running" || s.body["ready"] != true {
+            return Err(s.text);
         }
-        assert!(Instant::now() < deadline, "runtime never ready: {}", s.text);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        container_env(&container, "CONTROL_PLANE_TOKEN").ok_or_else(|| "no token yet".into())
+    })
+    .await;
     Runtime {
         id,
         est: est.to_string(),
@@ -216,8 +212,7 @@ async fn e2e_a_simulated_call_books_once_through_the_proxy_tokens_refresh_once_a
         "{}",
         r.text().await.unwrap()
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let log = loop {
+    let log = eventually("the booking in the tool log", secs(60), async || {
         if let Ok(Some(call)) = app
             .state()
             .bus
@@ -234,15 +229,12 @@ async fn e2e_a_simulated_call_books_once_through_the_proxy_tokens_refresh_once_a
                 .iter()
                 .any(|i| i["source"] == "runtime" && i["status"] != "pending");
             if proxied && reported {
-                break log;
+                return Some(log);
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "the booking never showed in the tool log"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        None
+    })
+    .await;
     assert_eq!(
         s.google.events().len(),
         1,
@@ -608,15 +600,13 @@ async fn runtimes_are_scoped_tools_allow_listed_integrations_checked_providers_r
                         "html": "<p>See you at <b>09:00</b>.</p>"})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let smtp = app.smtp.as_ref().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !smtp
-        .mails()
-        .iter()
-        .any(|m| m.contains("Your visit on Thursday"))
-    {
-        assert!(Instant::now() < deadline, "the mail never arrived");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the mail at the SMTP server", secs(10), async || {
+        smtp.mails()
+            .iter()
+            .any(|m| m.contains("Your visit on Thursday"))
+            .then_some(())
+    })
+    .await;
 
     // CRM: signed deliveries the receiver verifies.
     let r = call(
