@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use projections::reports::queries;
-use projections::reports::{histogram_percentile, Figures};
+use projections::reports::{histogram_percentile, hour_bucket, Figures};
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -206,7 +206,8 @@ pub struct ToolCounts {
     pub errors: i64,
 }
 
-/// Campaign figures: zeros until the dialer exists (docs/reports.md).
+/// Campaign figures (docs/reports.md): calls a campaign placed, how the finished ones were
+/// answered, and abandoned / human-answered.
 #[derive(Debug, Clone, Serialize)]
 pub struct CampaignCounts {
     pub dialled: i64,
@@ -260,10 +261,10 @@ fn kpi_figures(p: &Period, f: &Figures, active_now: Option<i64>) -> KpiFigures {
             errors: f.tool_errors,
         },
         campaigns: CampaignCounts {
-            dialled: 0,
-            human_answered: 0,
-            machine_answered: 0,
-            abandon_rate: None,
+            dialled: f.dialled,
+            human_answered: f.human_answered,
+            machine_answered: f.machine_answered,
+            abandon_rate: ratio(f.abandoned, f.human_answered),
         },
     }
 }
@@ -485,7 +486,10 @@ impl Reports {
                 }
             }
         }
-        let fine = queries::series(&self.pool, establishment_id, p.start, p.end).await?;
+        // UTC-hour rows fold exactly when every bucket of the answer starts on a UTC hour
+        // (zones with whole-hour offsets); otherwise the 15-minute rows.
+        let hourly = starts.iter().chain([&p.end]).all(|t| hour_bucket(*t) == *t);
+        let fine = queries::series(&self.pool, establishment_id, p.start, p.end, hourly).await?;
         let mut sums = vec![Figures::default(); starts.len()];
         for (at, f) in &fine {
             let i = starts.partition_point(|s| s <= at);

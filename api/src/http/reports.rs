@@ -119,7 +119,9 @@ pub struct ToolsDoc {
     errors: i64,
 }
 
-/// Zeros until the campaign dialer exists.
+/// Calls campaigns placed in the range: dialled, finished and answered by a person or a
+/// machine (AMD), and the share of person-answered calls no agent connected to
+/// (docs/reports.md).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct CampaignsDoc {

@@ -11,7 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
-use aggregates::call::{CallEvent, CallStatus, TwilioCallStatus};
+use aggregates::call::{CallEvent, CallStatus, Requester, TwilioCallStatus};
+use aggregates::campaign::rules::AttemptOutcome;
 use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::{FromRow, PgConnection};
@@ -28,6 +29,11 @@ pub const FINE_MINUTES: i64 = 15;
 pub const GRAIN_FINE: i16 = 0;
 /// `grain` of the UTC-day buckets.
 pub const GRAIN_DAY: i16 = 1;
+/// `grain` of the UTC-hour buckets (the partial days of a range, and calls over time when
+/// every bucket of the answer starts on a UTC hour).
+pub const GRAIN_HOUR: i16 = 2;
+/// How many summed figures a rollup row has (the columns of [`Figures`]).
+pub const FIGURES: usize = 24;
 
 /// Lower bounds (seconds) of the handle-time histogram's bins: one second wide up to 20 s,
 /// then each bound 10 % above the previous one (rounded down), up to 12 hours; the last bin
@@ -88,6 +94,12 @@ pub struct CallFacts {
     pub tool_calls: i32,
     pub tool_errors: i32,
     pub summarised: bool,
+    /// A campaign placed the call.
+    pub campaign: bool,
+    /// AMD's answer: the async callback's, else the first status callback's.
+    pub answered_by: Option<String>,
+    /// The runtime reported `call_started` (the agent connected).
+    pub runtime_started: bool,
 }
 
 /// The summed figures of a bucket (or of any set of buckets).
@@ -113,10 +125,14 @@ pub struct Figures {
     pub summarised: i64,
     pub inbound_minutes: i64,
     pub outbound_minutes: i64,
+    pub dialled: i64,
+    pub human_answered: i64,
+    pub machine_answered: i64,
+    pub abandoned: i64,
 }
 
 impl Figures {
-    pub(crate) fn fields(&mut self) -> [&mut i64; 20] {
+    pub(crate) fn fields(&mut self) -> [&mut i64; FIGURES] {
         [
             &mut self.calls,
             &mut self.inbound,
@@ -138,6 +154,10 @@ impl Figures {
             &mut self.summarised,
             &mut self.inbound_minutes,
             &mut self.outbound_minutes,
+            &mut self.dialled,
+            &mut self.human_answered,
+            &mut self.machine_answered,
+            &mut self.abandoned,
         ]
     }
 
@@ -186,6 +206,9 @@ impl CallFacts {
             tool_calls: 0,
             tool_errors: 0,
             summarised: false,
+            campaign: false,
+            answered_by: None,
+            runtime_started: false,
         })
     }
 
@@ -205,12 +228,23 @@ impl CallFacts {
                 self.agent_id = agent_id;
                 self.agent_version_id = agent_version_id;
             }
-            E::OutboundCallQueued { agent_id, .. } => self.agent_id = agent_id,
+            E::OutboundCallQueued {
+                agent_id,
+                requested_by,
+                ..
+            } => {
+                self.agent_id = agent_id;
+                self.campaign = matches!(requested_by, Requester::Campaign { .. });
+            }
+            E::AnsweredByDetected { answered_by, .. } => {
+                self.answered_by = Some(answered_by.as_str().to_string())
+            }
             E::RuntimeCallStarted {
                 agent_id,
                 agent_version_id,
                 ..
             } => {
+                self.runtime_started = true;
                 if self.agent_id.is_empty() {
                     self.agent_id = agent_id.unwrap_or_default();
                 }
@@ -230,6 +264,10 @@ impl CallFacts {
                 }
                 // A late `in-progress` (after a terminal status) still says it was answered.
                 self.answered |= callback.status == TwilioCallStatus::InProgress;
+                // The async AMD callback's answer wins over the status callbacks' (as rm_calls).
+                if self.answered_by.is_none() {
+                    self.answered_by = callback.answered_by.map(|a| a.as_str().to_string());
+                }
             }
             E::RuntimeCallEnded {
                 duration_seconds: Some(d),
@@ -265,6 +303,11 @@ impl CallFacts {
         let handled = self.answered && duration.is_some();
         let minutes = duration.map(|d| (d + 59) / 60).unwrap_or(0);
         let label = self.sentiment_label.as_deref();
+        // The dialer's own classification of a finished attempt (docs/campaigns.md).
+        let outcome =
+            AttemptOutcome::of_call(&self.status, self.answered_by.as_deref(), !self.terminal());
+        let human = self.campaign && outcome == AttemptOutcome::Human;
+        let machine = self.campaign && outcome == AttemptOutcome::Machine;
         let f = Figures {
             calls: 1,
             inbound: b(inbound),
@@ -286,6 +329,10 @@ impl CallFacts {
             summarised: b(self.summarised),
             inbound_minutes: if inbound { minutes } else { 0 },
             outbound_minutes: if inbound { 0 } else { minutes },
+            dialled: b(self.campaign),
+            human_answered: b(human),
+            machine_answered: b(machine),
+            abandoned: b(human && !self.runtime_started),
         };
         let bin = handled.then(|| histogram_bin(duration.unwrap_or(0)));
         (f, bin)
@@ -308,12 +355,17 @@ pub fn fine_bucket(at: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(at)
 }
 
+/// Start of the UTC hour of an instant.
+pub fn hour_bucket(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at)
+}
+
 /// Start of the UTC day of an instant.
 pub fn day_bucket(at: DateTime<Utc>) -> DateTime<Utc> {
     at.duration_trunc(TimeDelta::days(1)).unwrap_or(at)
 }
 
-fn keys(f: &CallFacts) -> [Key; 2] {
+fn keys(f: &CallFacts) -> [Key; 3] {
     let key = |grain, bucket_start| Key {
         establishment_id: f.establishment_id.clone(),
         grain,
@@ -324,6 +376,7 @@ fn keys(f: &CallFacts) -> [Key; 2] {
     [
         key(GRAIN_FINE, fine_bucket(f.started_at)),
         key(GRAIN_DAY, day_bucket(f.started_at)),
+        key(GRAIN_HOUR, hour_bucket(f.started_at)),
     ]
 }
 
@@ -341,6 +394,7 @@ fn relevant(event_type: &str) -> bool {
             | "InboundCallRouted"
             | "OutboundCallQueued"
             | "RuntimeCallStarted"
+            | "AnsweredByDetected"
             | "CallStatusChanged"
             | "TwilioStatusReceived"
             | "RuntimeCallEnded"
@@ -437,10 +491,11 @@ async fn write_facts(tx: &mut PgConnection, facts: &[&CallFacts]) -> anyhow::Res
         "INSERT INTO rm_report_calls AS c (call_id, establishment_id, agent_id, agent_version_id,
              started_at, direction, status, answered, handoff, duration_seconds,
              duration_from_twilio, sentiment_label, sentiment_micro, tool_calls, tool_errors,
-             summarised)
+             summarised, campaign, answered_by, runtime_started)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
              $6::text[], $7::text[], $8::bool[], $9::bool[], $10::int4[], $11::bool[], $12::text[],
-             $13::int8[], $14::int4[], $15::int4[], $16::bool[])
+             $13::int8[], $14::int4[], $15::int4[], $16::bool[], $17::bool[], $18::text[],
+             $19::bool[])
          ON CONFLICT (call_id) DO UPDATE SET agent_id = EXCLUDED.agent_id,
              agent_version_id = EXCLUDED.agent_version_id, status = EXCLUDED.status,
              answered = EXCLUDED.answered, handoff = EXCLUDED.handoff,
@@ -448,7 +503,8 @@ async fn write_facts(tx: &mut PgConnection, facts: &[&CallFacts]) -> anyhow::Res
              duration_from_twilio = EXCLUDED.duration_from_twilio,
              sentiment_label = EXCLUDED.sentiment_label, sentiment_micro = EXCLUDED.sentiment_micro,
              tool_calls = EXCLUDED.tool_calls, tool_errors = EXCLUDED.tool_errors,
-             summarised = EXCLUDED.summarised",
+             summarised = EXCLUDED.summarised, campaign = EXCLUDED.campaign,
+             answered_by = EXCLUDED.answered_by, runtime_started = EXCLUDED.runtime_started",
     )
     .bind(col!(call_id))
     .bind(col!(establishment_id))
@@ -466,6 +522,9 @@ async fn write_facts(tx: &mut PgConnection, facts: &[&CallFacts]) -> anyhow::Res
     .bind(col!(tool_calls))
     .bind(col!(tool_errors))
     .bind(col!(summarised))
+    .bind(col!(campaign))
+    .bind(col!(answered_by))
+    .bind(col!(runtime_started))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -480,7 +539,9 @@ async fn write_deltas(tx: &mut PgConnection, deltas: BTreeMap<Key, Delta>) -> an
         return Ok(());
     }
     let bins = histogram_bounds().len();
-    let mut cols: Vec<Vec<i64>> = (0..20).map(|_| Vec::with_capacity(deltas.len())).collect();
+    let mut cols: Vec<Vec<i64>> = (0..FIGURES)
+        .map(|_| Vec::with_capacity(deltas.len()))
+        .collect();
     let mut histograms = Vec::with_capacity(deltas.len());
     for (_, d) in &deltas {
         let mut f = d.figures.clone();
@@ -512,14 +573,15 @@ async fn write_deltas(tx: &mut PgConnection, deltas: BTreeMap<Key, Delta>) -> an
         .collect();
     const SUMS: &str = "calls, inbound, outbound, answered, missed, failed, handoffs, handled,
         handle_seconds, timed, duration_seconds, positive, neutral, negative, sentiment_micro,
-        tool_calls, tool_errors, summarised, inbound_minutes, outbound_minutes";
+        tool_calls, tool_errors, summarised, inbound_minutes, outbound_minutes, dialled,
+        human_answered, machine_answered, abandoned";
     let add: String = SUMS
         .split(',')
         .map(|c| c.trim())
         .map(|c| format!("{c} = r.{c} + EXCLUDED.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let arrays: String = (6..26)
+    let arrays: String = (6..6 + FIGURES)
         .map(|i| format!("${i}::int8[]"))
         .collect::<Vec<_>>()
         .join(", ");
@@ -528,10 +590,11 @@ async fn write_deltas(tx: &mut PgConnection, deltas: BTreeMap<Key, Delta>) -> an
              agent_version_id, {SUMS}, histogram)
          SELECT e, g, s, a, v, {cols}, h::int4[]
          FROM UNNEST($1::text[], $2::int2[], $3::timestamptz[], $4::text[], $5::text[], {arrays},
-                     $26::text[])
+                     ${h}::text[])
               AS u(e, g, s, a, v, {cols}, h)
          ON CONFLICT (establishment_id, grain, bucket_start, agent_id, agent_version_id)
          DO UPDATE SET {add}, histogram = rm_histogram_add(r.histogram, EXCLUDED.histogram)",
+        h = 6 + FIGURES,
         cols = SUMS
             .split(',')
             .map(|c| format!("c_{}", c.trim()))

@@ -1,15 +1,18 @@
 //! Typed reads of the report rollups. A range `[start, end)` (local midnights, so on the
-//! 15-minute grid) is read as the whole UTC days inside it (grain 1) plus the 15-minute
-//! buckets of its two partial days (grain 0): at most 30 + 2·96 rows per agent and version
-//! for a 30-day range, whatever the number of calls.
+//! 15-minute grid) is read as the whole UTC days inside it (grain 1), the whole UTC hours of
+//! its two partial days (grain 2), and the 15-minute buckets of its partial hours (grain 0,
+//! only for zones whose offset is not a whole number of hours): at most 30 + 2·24 + 2·4 rows
+//! per agent and version for a 30-day range, whatever the number of calls.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
-use super::{day_bucket, histogram_bounds, Figures};
+use super::{
+    day_bucket, histogram_bounds, hour_bucket, Figures, FIGURES, GRAIN_DAY, GRAIN_FINE, GRAIN_HOUR,
+};
 
-const SUMS: [&str; 20] = [
+const SUMS: [&str; FIGURES] = [
     "calls",
     "inbound",
     "outbound",
@@ -30,6 +33,10 @@ const SUMS: [&str; 20] = [
     "summarised",
     "inbound_minutes",
     "outbound_minutes",
+    "dialled",
+    "human_answered",
+    "machine_answered",
+    "abandoned",
 ];
 
 fn sums_sql() -> String {
@@ -47,53 +54,59 @@ fn figures(row: &PgRow) -> sqlx::Result<Figures> {
     Ok(f)
 }
 
-/// The parts of `[start, end)`: whole UTC days `[days.0, days.1)` and the fine spans around
-/// them (empty spans have start = end).
-struct Parts {
-    days: (DateTime<Utc>, DateTime<Utc>),
-    head: (DateTime<Utc>, DateTime<Utc>),
-    tail: (DateTime<Utc>, DateTime<Utc>),
-}
+/// `[start, end)` cut into five spans of one grain each (an empty span has start = end):
+/// 15-minute buckets up to the first UTC hour, UTC hours up to the first UTC day, UTC days,
+/// UTC hours, 15-minute buckets. Each bucket of the range is in exactly one span.
+type Span = (i16, DateTime<Utc>, DateTime<Utc>);
 
-fn parts(start: DateTime<Utc>, end: DateTime<Utc>) -> Parts {
-    let first_day = if day_bucket(start) == start {
-        start
+fn ceil_to(
+    t: DateTime<Utc>,
+    floor: fn(DateTime<Utc>) -> DateTime<Utc>,
+    unit: TimeDelta,
+) -> DateTime<Utc> {
+    let f = floor(t);
+    if f == t {
+        t
     } else {
-        day_bucket(start) + chrono::TimeDelta::days(1)
-    };
-    let last_day = day_bucket(end);
-    if first_day >= last_day {
-        return Parts {
-            days: (start, start),
-            head: (start, end),
-            tail: (end, end),
-        };
-    }
-    Parts {
-        days: (first_day, last_day),
-        head: (start, first_day),
-        tail: (last_day, end),
+        f + unit
     }
 }
 
-/// Rows of `[start, end)` of an establishment: $1 establishment, $2..$7 the parts.
+fn spans(start: DateTime<Utc>, end: DateTime<Utc>) -> [Span; 5] {
+    let end = end.max(start);
+    let h0 = ceil_to(start, hour_bucket, TimeDelta::hours(1)).min(end);
+    let h1 = hour_bucket(end).max(h0);
+    let d0 = ceil_to(h0, day_bucket, TimeDelta::days(1)).min(h1);
+    let d1 = day_bucket(h1).max(d0);
+    [
+        (GRAIN_FINE, start, h0),
+        (GRAIN_HOUR, h0, d0),
+        (GRAIN_DAY, d0, d1),
+        (GRAIN_HOUR, d1, h1),
+        (GRAIN_FINE, h1, end),
+    ]
+}
+
+/// Rows of `[start, end)` of an establishment: $1 establishment, then per span its grain,
+/// start and end ($2..$16).
 const RANGE_WHERE: &str = "establishment_id = $1 AND (
-       (grain = 1 AND bucket_start >= $2 AND bucket_start < $3)
-    OR (grain = 0 AND ((bucket_start >= $4 AND bucket_start < $5)
-                    OR (bucket_start >= $6 AND bucket_start < $7))))";
+       (grain = $2 AND bucket_start >= $3 AND bucket_start < $4)
+    OR (grain = $5 AND bucket_start >= $6 AND bucket_start < $7)
+    OR (grain = $8 AND bucket_start >= $9 AND bucket_start < $10)
+    OR (grain = $11 AND bucket_start >= $12 AND bucket_start < $13)
+    OR (grain = $14 AND bucket_start >= $15 AND bucket_start < $16))";
 
 fn bind_range<'q, O>(
     q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
     establishment_id: &'q str,
-    p: &Parts,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
 ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-    q.bind(establishment_id)
-        .bind(p.days.0)
-        .bind(p.days.1)
-        .bind(p.head.0)
-        .bind(p.head.1)
-        .bind(p.tail.0)
-        .bind(p.tail.1)
+    let mut q = q.bind(establishment_id);
+    for (grain, from, to) in spans(start, end) {
+        q = q.bind(grain).bind(from).bind(to);
+    }
+    q
 }
 
 struct FiguresRow(Figures);
@@ -111,12 +124,11 @@ pub async fn totals(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> sqlx::Result<Figures> {
-    let p = parts(start, end);
     let sql = format!(
         "SELECT {} FROM rm_report_rollups WHERE {RANGE_WHERE}",
         sums_sql()
     );
-    let row: FiguresRow = bind_range(sqlx::query_as(&sql), establishment_id, &p)
+    let row: FiguresRow = bind_range(sqlx::query_as(&sql), establishment_id, start, end)
         .fetch_one(pool)
         .await?;
     Ok(row.0)
@@ -160,14 +172,13 @@ pub async fn by_agent(
     end: DateTime<Utc>,
     by_version: bool,
 ) -> sqlx::Result<Vec<AgentFigures>> {
-    let p = parts(start, end);
     // The rows themselves (not grouped: their histograms are summed here).
     let sql = format!(
         "SELECT agent_id, agent_version_id, histogram, {} FROM rm_report_rollups
          WHERE {RANGE_WHERE}",
         SUMS.join(", ")
     );
-    let rows: Vec<AgentRow> = bind_range(sqlx::query_as(&sql), establishment_id, &p)
+    let rows: Vec<AgentRow> = bind_range(sqlx::query_as(&sql), establishment_id, start, end)
         .fetch_all(pool)
         .await?;
     let bins = histogram_bounds().len();
@@ -211,17 +222,19 @@ pub async fn by_agent(
     Ok(out)
 }
 
-/// The establishment's figures per 15-minute bucket of `[start, end)` (only buckets with
-/// calls), oldest first.
+/// The establishment's figures per UTC hour (`hourly`) or 15-minute bucket of `[start, end)`
+/// (only buckets with calls), oldest first. Hours serve a caller whose own buckets all start
+/// on a UTC hour (each hour then lies inside one of them); 15-minute buckets serve any zone.
 pub async fn series(
     pool: &PgPool,
     establishment_id: &str,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    hourly: bool,
 ) -> sqlx::Result<Vec<(DateTime<Utc>, Figures)>> {
     let sql = format!(
         "SELECT bucket_start, {} FROM rm_report_rollups
-         WHERE establishment_id = $1 AND grain = 0 AND bucket_start >= $2 AND bucket_start < $3
+         WHERE establishment_id = $1 AND grain = $4 AND bucket_start >= $2 AND bucket_start < $3
          GROUP BY bucket_start ORDER BY bucket_start",
         sums_sql()
     );
@@ -229,6 +242,7 @@ pub async fn series(
         .bind(establishment_id)
         .bind(start)
         .bind(end)
+        .bind(if hourly { GRAIN_HOUR } else { GRAIN_FINE })
         .fetch_all(pool)
         .await?;
     rows.iter()
@@ -283,4 +297,41 @@ pub async fn dump(pool: &PgPool) -> sqlx::Result<Vec<String>> {
             .await?,
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every 15-minute bucket of a range is in exactly one span, whatever the range's ends.
+    #[test]
+    fn spans_cover_every_bucket_once() {
+        let base: DateTime<Utc> = "2026-03-27T00:00:00Z".parse().unwrap();
+        let q = TimeDelta::minutes(15);
+        for s in [0i32, 1, 2, 4, 22, 92, 95, 96, 97, 190] {
+            for len in [0i32, 1, 3, 4, 5, 92, 96, 100, 190, 192, 300, 2880] {
+                let start = base + q * s;
+                let end = start + q * len;
+                let sp = spans(start, end);
+                let mut t = start;
+                while t < end {
+                    let covering: Vec<_> =
+                        sp.iter().filter(|(_, f, e)| *f <= t && t < *e).collect();
+                    assert_eq!(covering.len(), 1, "{t} in {sp:?}");
+                    let (g, f, e) = *covering[0];
+                    let unit = match g {
+                        GRAIN_DAY => TimeDelta::days(1),
+                        GRAIN_HOUR => TimeDelta::hours(1),
+                        _ => q,
+                    };
+                    // The span is made of whole buckets of its grain.
+                    assert_eq!((e - f).num_seconds() % unit.num_seconds(), 0, "{sp:?}");
+                    t += q;
+                }
+                assert!(sp
+                    .iter()
+                    .all(|(_, f, e)| f <= e && *f >= start && *e <= end));
+            }
+        }
+    }
 }

@@ -2,12 +2,14 @@
 //! of Europe/Paris, every figure of the dashboard, agent performance and calls-over-time
 //! reports (and the billing stub) compared with values worked out by hand; rebuild equals
 //! live; late events move the figures they should; ranges, roles and tenancy; CSV export.
+//! Campaign calls (a person answering with the agent connected, a machine, an abandoned call,
+//! no answer) fill the campaign figures of the previous period.
 
 use std::collections::HashMap;
 
 use aggregates::call::{
-    CallEvent, CallStatus, Direction, OpenedBy, RuntimeOrigin, SentimentLabel, SentimentScore,
-    StatusCause, TerminalStatus,
+    AnsweredBy, CallEvent, CallStatus, Direction, OpenedBy, Requester, RuntimeOrigin,
+    SentimentLabel, SentimentScore, StatusCause, TerminalStatus,
 };
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use control_plane::store::{Append, NewEvent};
@@ -67,7 +69,12 @@ struct Script {
     sentiment: Option<(SentimentLabel, f64)>,
     tools: (u32, u32),
     summary: Option<&'static str>,
+    /// Placed by the campaign `CAMPAIGN`: AMD's answer, and whether the agent connected
+    /// (the runtime's `call_started`).
+    campaign: Option<(Option<AnsweredBy>, bool)>,
 }
+
+const CAMPAIGN: &str = "cmp_reports";
 
 fn origin(at: DateTime<Utc>, n: u32) -> RuntimeOrigin {
     RuntimeOrigin {
@@ -209,6 +216,35 @@ async fn play(app: &TestApp, est: &str, agents: &[(String, Vec<String>)], s: &Sc
         },
         at: s.at,
     }];
+    if let Some((answered_by, connected)) = s.campaign {
+        ev.push(CallEvent::OutboundCallQueued {
+            agent_id: agent.clone(),
+            requested_by: Requester::Campaign {
+                campaign_id: CAMPAIGN.into(),
+                lead_id: None,
+                attempt: None,
+            },
+            metadata: Default::default(),
+            machine_detection: None,
+            time_limit_seconds: None,
+            at: s.at,
+        });
+        if let Some(a) = answered_by {
+            ev.push(CallEvent::AnsweredByDetected {
+                answered_by: a,
+                detection_duration_ms: Some(1800),
+                at: s.at,
+            });
+        }
+        if connected && !s.version_late {
+            ev.push(CallEvent::RuntimeCallStarted {
+                origin: origin(s.at, 0),
+                agent_id: Some(agent.clone()),
+                agent_version_id: Some(version.clone()),
+                started_at: s.at,
+            });
+        }
+    }
     if s.version_late {
         ev.push(CallEvent::RuntimeCallStarted {
             origin: origin(s.at, 0),
@@ -275,6 +311,7 @@ fn call(
         sentiment: None,
         tools: (0, 0),
         summary: None,
+        campaign: None,
     }
 }
 
@@ -358,6 +395,31 @@ async fn world() -> World {
             duration: 60,
             ..call(paris(31, 0, 5), false, 1, 0, Answered)
         },
+        // Campaign calls of the previous period, Beta b1, outbound.
+        // k1: 26th 10:00, a person answered (AMD `human`), the agent connected, 40 s.
+        Script {
+            duration: 40,
+            campaign: Some((Some(AnsweredBy::Human), true)),
+            ..call(paris(26, 10, 0), false, 1, 0, Answered)
+        },
+        // k2: 26th 11:00, an answering machine (AMD `machine_end_beep`), 20 s.
+        Script {
+            duration: 20,
+            campaign: Some((Some(AnsweredBy::MachineEndBeep), false)),
+            ..call(paris(26, 11, 0), false, 1, 0, Answered)
+        },
+        // k3: 26th 12:00, a person answered (no AMD answer), the agent never connected:
+        // abandoned. 10 s.
+        Script {
+            duration: 10,
+            campaign: Some((None, false)),
+            ..call(paris(26, 12, 0), false, 1, 0, Answered)
+        },
+        // k4: 26th 13:00, nobody answered.
+        Script {
+            campaign: Some((None, false)),
+            ..call(paris(26, 13, 0), false, 1, 0, NoAnswer)
+        },
     ];
     for s in &scripts {
         play(&app, &est, &agents, s).await;
@@ -400,17 +462,20 @@ fn expected_kpis() -> Value {
         "tools": {"calls": 6, "errors": 3},
         "campaigns": {"dialled": 0, "human_answered": 0, "machine_answered": 0,
                       "abandon_rate": null},
+        // c9, k1..k4.
         "previous": {
             "range": {"from": "2026-03-25", "to": "2026-03-27", "timezone": "Europe/Paris"},
-            "calls": {"total": 1, "inbound": 1, "outbound": 0, "answered": 1, "missed": 0,
+            "calls": {"total": 5, "inbound": 1, "outbound": 4, "answered": 4, "missed": 1,
                       "failed": 0, "active_now": null},
-            "answer_rate": 1.0,
-            "avg_handle_seconds": 30.0,
+            "answer_rate": 0.8,
+            // (30 + 40 + 20 + 10) / 4
+            "avg_handle_seconds": 25.0,
             "handoff_rate": 0.0,
             "sentiment": {"positive": 0, "neutral": 0, "negative": 0, "avg_score": null},
             "tools": {"calls": 0, "errors": 0},
-            "campaigns": {"dialled": 0, "human_answered": 0, "machine_answered": 0,
-                          "abandon_rate": null},
+            // k1 human, k2 machine, k3 human and abandoned: 1 of 2.
+            "campaigns": {"dialled": 4, "human_answered": 2, "machine_answered": 1,
+                          "abandon_rate": 0.5},
         }
     })
 }
@@ -895,7 +960,15 @@ async fn the_call_history_exports_as_csv() {
     let text = res.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("call_id,provider_call_sid,establishment_id,direction"));
-    assert_eq!(lines.len(), 1 + 11, "{text}");
+    assert_eq!(lines.len(), 1 + 15, "{text}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.ends_with(&format!(",{CAMPAIGN}")))
+            .count(),
+        4,
+        "{text}"
+    );
     // Newest first: the call after the range, then the ringing one.
     assert!(lines[1].contains(",outbound,"), "{}", lines[1]);
     // A summary that looks like a formula is defused; a handoff is marked.
